@@ -24,10 +24,20 @@ static BUILTIN: &[Manifest] = &[
     Manifest {
         name: "http",
         title: "HTTP request",
-        auth: &[AuthType::None, AuthType::ApiKey, AuthType::Bearer, AuthType::Basic],
+        auth: &[
+            AuthType::None,
+            AuthType::ApiKey,
+            AuthType::Bearer,
+            AuthType::Basic,
+        ],
         requires_connection: false,
         default_base_url: "",
-        actions: &[action("request", "Send an HTTP request and return status, headers and body", Write, &[])],
+        actions: &[action(
+            "request",
+            "Send an HTTP request and return status, headers and body",
+            Write,
+            &[],
+        )],
     },
     Manifest {
         name: "slack",
@@ -36,11 +46,31 @@ static BUILTIN: &[Manifest] = &[
         requires_connection: true,
         default_base_url: "https://slack.com/api",
         actions: &[
-            action("chat_post_message", "Post a message to a channel", Write, &["chat:write"]),
+            action(
+                "chat_post_message",
+                "Post a message to a channel",
+                Write,
+                &["chat:write"],
+            ),
             action("chat_update", "Edit a message", Write, &["chat:write"]),
-            action("files_upload", "Upload a file to a channel", Write, &["files:write"]),
-            action("conversations_list", "List channels", Read, &["channels:read"]),
-            action("users_lookup_by_email", "Find a user by email address", Read, &["users:read.email"]),
+            action(
+                "files_upload",
+                "Upload a file to a channel",
+                Write,
+                &["files:write"],
+            ),
+            action(
+                "conversations_list",
+                "List channels",
+                Read,
+                &["channels:read"],
+            ),
+            action(
+                "users_lookup_by_email",
+                "Find a user by email address",
+                Read,
+                &["users:read.email"],
+            ),
         ],
     },
     Manifest {
@@ -51,7 +81,12 @@ static BUILTIN: &[Manifest] = &[
         default_base_url: "https://api.github.com",
         actions: &[
             action("create_issue", "Open an issue", Write, &["repo"]),
-            action("create_comment", "Comment on an issue or pull request", Write, &["repo"]),
+            action(
+                "create_comment",
+                "Comment on an issue or pull request",
+                Write,
+                &["repo"],
+            ),
             action("get_issue", "Read an issue", Read, &["repo"]),
             action("close_issue", "Close an issue", Destructive, &["repo"]),
         ],
@@ -63,10 +98,30 @@ static BUILTIN: &[Manifest] = &[
         requires_connection: true,
         default_base_url: "https://sheets.googleapis.com",
         actions: &[
-            action("append_row", "Append one row to a sheet", Write, &["https://www.googleapis.com/auth/spreadsheets"]),
-            action("append_rows", "Append many rows in one request", Write, &["https://www.googleapis.com/auth/spreadsheets"]),
-            action("read_range", "Read a range of cells", Read, &["https://www.googleapis.com/auth/spreadsheets.readonly"]),
-            action("update_range", "Overwrite a range of cells", Destructive, &["https://www.googleapis.com/auth/spreadsheets"]),
+            action(
+                "append_row",
+                "Append one row to a sheet",
+                Write,
+                &["https://www.googleapis.com/auth/spreadsheets"],
+            ),
+            action(
+                "append_rows",
+                "Append many rows in one request",
+                Write,
+                &["https://www.googleapis.com/auth/spreadsheets"],
+            ),
+            action(
+                "read_range",
+                "Read a range of cells",
+                Read,
+                &["https://www.googleapis.com/auth/spreadsheets.readonly"],
+            ),
+            action(
+                "update_range",
+                "Overwrite a range of cells",
+                Destructive,
+                &["https://www.googleapis.com/auth/spreadsheets"],
+            ),
         ],
     },
     Manifest {
@@ -76,10 +131,30 @@ static BUILTIN: &[Manifest] = &[
         requires_connection: true,
         default_base_url: "https://api.hubapi.com",
         actions: &[
-            action("create_contact", "Create a contact", Write, &["crm.objects.contacts.write"]),
-            action("update_contact", "Update a contact", Write, &["crm.objects.contacts.write"]),
-            action("search_contacts", "Search contacts", Read, &["crm.objects.contacts.read"]),
-            action("create_deal", "Create a deal", Write, &["crm.objects.deals.write"]),
+            action(
+                "create_contact",
+                "Create a contact",
+                Write,
+                &["crm.objects.contacts.write"],
+            ),
+            action(
+                "update_contact",
+                "Update a contact",
+                Write,
+                &["crm.objects.contacts.write"],
+            ),
+            action(
+                "search_contacts",
+                "Search contacts",
+                Read,
+                &["crm.objects.contacts.read"],
+            ),
+            action(
+                "create_deal",
+                "Create a deal",
+                Write,
+                &["crm.objects.deals.write"],
+            ),
         ],
     },
     Manifest {
@@ -89,9 +164,24 @@ static BUILTIN: &[Manifest] = &[
         requires_connection: true,
         default_base_url: "https://your-domain.atlassian.net",
         actions: &[
-            action("create_issue", "Create an issue", Write, &["write:jira-work"]),
-            action("transition_issue", "Move an issue to another status", Write, &["write:jira-work"]),
-            action("add_comment", "Comment on an issue", Write, &["write:jira-work"]),
+            action(
+                "create_issue",
+                "Create an issue",
+                Write,
+                &["write:jira-work"],
+            ),
+            action(
+                "transition_issue",
+                "Move an issue to another status",
+                Write,
+                &["write:jira-work"],
+            ),
+            action(
+                "add_comment",
+                "Comment on an issue",
+                Write,
+                &["write:jira-work"],
+            ),
         ],
     },
     Manifest {
@@ -101,8 +191,18 @@ static BUILTIN: &[Manifest] = &[
         requires_connection: true,
         default_base_url: "https://gmail.googleapis.com",
         actions: &[
-            action("send", "Send an email", Write, &["https://www.googleapis.com/auth/gmail.send"]),
-            action("list_messages", "List messages matching a query", Read, &["https://www.googleapis.com/auth/gmail.readonly"]),
+            action(
+                "send",
+                "Send an email",
+                Write,
+                &["https://www.googleapis.com/auth/gmail.send"],
+            ),
+            action(
+                "list_messages",
+                "List messages matching a query",
+                Read,
+                &["https://www.googleapis.com/auth/gmail.readonly"],
+            ),
         ],
     },
 ];
@@ -172,7 +272,12 @@ mod tests {
             assert!(!m.actions.is_empty(), "{} has no actions", m.name);
             let mut actions = std::collections::HashSet::new();
             for a in m.actions {
-                assert!(actions.insert(a.name), "duplicate action {}.{}", m.name, a.name);
+                assert!(
+                    actions.insert(a.name),
+                    "duplicate action {}.{}",
+                    m.name,
+                    a.name
+                );
                 assert!(a.name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
             }
         }

@@ -46,7 +46,9 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Validate { files } => validate(&files, &mut stdout.lock(), &mut stderr.lock()),
         Command::Schema => {
-            let _ = stdout.lock().write_all(schemas::json_schema::workflow_schema_pretty().as_bytes());
+            let _ = stdout
+                .lock()
+                .write_all(schemas::json_schema::workflow_schema_pretty().as_bytes());
             ExitCode::SUCCESS
         }
         Command::Connectors => {
@@ -54,7 +56,14 @@ pub fn run(cli: Cli) -> ExitCode {
             for m in Registry::builtin().manifests() {
                 let _ = writeln!(out, "{} ({})", m.name, m.title);
                 for a in m.actions {
-                    let _ = writeln!(out, "  {}.{:<24} {:<11} {}", m.name, a.name, format!("{:?}", a.side_effect).to_lowercase(), a.summary);
+                    let _ = writeln!(
+                        out,
+                        "  {}.{:<24} {:<11} {}",
+                        m.name,
+                        a.name,
+                        format!("{:?}", a.side_effect).to_lowercase(),
+                        a.summary
+                    );
                 }
             }
             ExitCode::SUCCESS

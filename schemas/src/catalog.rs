@@ -44,6 +44,9 @@ pub trait ActionCatalog {
 }
 
 /// A catalog that accepts every action, for callers that validate structure only.
+///
+/// It reports every connector with an empty action list, which the validator reads as
+/// "any action name".
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AnyAction;
 
@@ -58,14 +61,6 @@ impl ActionCatalog for AnyAction {
 
     fn connector_names(&self) -> Vec<String> {
         Vec::new()
-    }
-}
-
-impl AnyAction {
-    /// [`AnyAction`] reports connectors with no action list; the validator treats an empty
-    /// list as "any action name".
-    pub const fn new() -> Self {
-        AnyAction
     }
 }
 
@@ -85,7 +80,8 @@ impl ActionCatalog for StaticCatalog {
 
 /// The closest candidate to `word` by edit distance, when it is close enough to be a typo.
 pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let limit = (word.chars().count() / 3).max(1);
+    // A third of the word may differ; very short words are too ambiguous to guess at.
+    let limit = word.chars().count() / 3;
     candidates
         .into_iter()
         .map(|c| (edit_distance(word, c), c))
@@ -94,18 +90,31 @@ pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         .map(|(_, c)| c)
 }
 
+/// Optimal string alignment distance: insertions, deletions, substitutions and adjacent
+/// transpositions (`gmial` → `gmail`) each cost one.
 fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
     }
-    prev[b.len()]
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 #[cfg(test)]
@@ -118,5 +127,6 @@ mod tests {
         assert_eq!(suggest("nedds", names), Some("needs"));
         assert_eq!(suggest("conection", names), Some("connection"));
         assert_eq!(suggest("zzz", names), None);
+        assert_eq!(suggest("gmial", ["gmail", "slack"]), Some("gmail"));
     }
 }

@@ -79,7 +79,8 @@ impl FromStr for Duration {
             }
             let unit = &s[unit_start..i];
             let factor: u128 = match unit {
-                "" => return Err(DurationError::MissingUnit(input.to_owned())),
+                "" if i == bytes.len() => return Err(DurationError::MissingUnit(input.to_owned())),
+                "" => return Err(DurationError::Malformed(input.to_owned())),
                 "ms" => 1,
                 "s" => 1_000,
                 "m" => 60_000,
@@ -110,7 +111,12 @@ impl fmt::Display for Duration {
         if ms == 0 {
             return f.write_str("0s");
         }
-        for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+        for (unit, size) in [
+            ("d", 86_400_000),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1_000),
+        ] {
             if ms >= size {
                 write!(f, "{}{unit}", ms / size)?;
                 ms %= size;

@@ -207,8 +207,7 @@ impl Builder {
                     if self.documents > 1 {
                         return Err(SyntaxError {
                             pos,
-                            message: "expected one document, found a second `---` document"
-                                .into(),
+                            message: "expected one document, found a second `---` document".into(),
                         });
                     }
                 }
@@ -243,7 +242,11 @@ impl Builder {
                     self.push_value(value, pos)?;
                 }
                 Event::SequenceStart(anchor, tag) => {
-                    reject_tag(tag.map(|t| format!("{}{}", t.handle, t.suffix)), "!!seq", pos)?;
+                    reject_tag(
+                        tag.map(|t| format!("{}{}", t.handle, t.suffix)),
+                        "!!seq",
+                        pos,
+                    )?;
                     self.count(1, pos)?;
                     let path = self.open_child(pos, true)?;
                     self.stack.push(Open::Seq {
@@ -253,7 +256,11 @@ impl Builder {
                     });
                 }
                 Event::MappingStart(anchor, tag) => {
-                    reject_tag(tag.map(|t| format!("{}{}", t.handle, t.suffix)), "!!map", pos)?;
+                    reject_tag(
+                        tag.map(|t| format!("{}{}", t.handle, t.suffix)),
+                        "!!map",
+                        pos,
+                    )?;
                     self.count(1, pos)?;
                     let path = self.open_child(pos, true)?;
                     self.stack.push(Open::Map {
@@ -267,9 +274,9 @@ impl Builder {
                 Event::SequenceEnd | Event::MappingEnd => {
                     let (value, anchor) = match self.stack.pop() {
                         Some(Open::Seq { items, anchor, .. }) => (Value::Array(items), anchor),
-                        Some(Open::Map { entries, anchor, .. }) => {
-                            (Value::Object(entries), anchor)
-                        }
+                        Some(Open::Map {
+                            entries, anchor, ..
+                        }) => (Value::Object(entries), anchor),
                         None => {
                             return Err(SyntaxError {
                                 pos,
@@ -354,7 +361,7 @@ impl Builder {
             entries,
             pending_key,
             pending_key_pos,
-        ..
+            ..
         }) = self.stack.last_mut()
             && pending_key.is_none()
         {
@@ -419,8 +426,7 @@ impl Builder {
                 }
                 None => Err(SyntaxError {
                     pos,
-                    message: "mapping keys must be plain strings, not mappings or sequences"
-                        .into(),
+                    message: "mapping keys must be plain strings, not mappings or sequences".into(),
                 }),
             },
         }
@@ -460,16 +466,21 @@ fn resolve_scalar(
     tag: Option<&str>,
     pos: Pos,
 ) -> Result<Value, SyntaxError> {
-    let tag = tag.map(|t| t.strip_prefix("tag:yaml.org,2002:").map_or(t.to_owned(), |s| format!("!!{s}")));
+    let tag = tag.map(|t| {
+        t.strip_prefix("tag:yaml.org,2002:")
+            .map_or(t.to_owned(), |s| format!("!!{s}"))
+    });
     match tag.as_deref() {
         None => {}
         Some("!!str") => return Ok(Value::String(text.to_owned())),
         Some("!!null") => return Ok(Value::Null),
         Some("!!bool") => {
-            return plain_bool(text).map(Value::Bool).ok_or_else(|| SyntaxError {
-                pos,
-                message: format!("`{text}` is not a boolean"),
-            });
+            return plain_bool(text)
+                .map(Value::Bool)
+                .ok_or_else(|| SyntaxError {
+                    pos,
+                    message: format!("`{text}` is not a boolean"),
+                });
         }
         Some("!!int") => {
             return plain_int(text).ok_or_else(|| SyntaxError {
@@ -541,10 +552,7 @@ fn plain_int(text: &str) -> Option<Value> {
 
 fn plain_float(text: &str, pos: Pos) -> Result<Option<Value>, SyntaxError> {
     let lower = text.to_ascii_lowercase();
-    if matches!(
-        lower.as_str(),
-        ".inf" | "+.inf" | "-.inf" | ".nan"
-    ) {
+    if matches!(lower.as_str(), ".inf" | "+.inf" | "-.inf" | ".nan") {
         return Err(SyntaxError {
             pos,
             message: format!("`{text}` is not a finite number; quote it if you meant text"),
@@ -582,7 +590,13 @@ mod tests {
         let doc = parse("name: a\nsteps:\n  - id: one\n    needs: [zero, two]\n").unwrap();
         assert_eq!(doc.pos("name"), Pos { line: 1, column: 7 });
         assert_eq!(doc.pos("steps[0]"), Pos { line: 3, column: 5 });
-        assert_eq!(doc.pos("steps[0].needs[1]"), Pos { line: 4, column: 18 });
+        assert_eq!(
+            doc.pos("steps[0].needs[1]"),
+            Pos {
+                line: 4,
+                column: 19
+            }
+        );
         // A missing node falls back to its nearest ancestor.
         assert_eq!(doc.pos("steps[0].retry.max"), Pos { line: 3, column: 5 });
     }
@@ -591,7 +605,13 @@ mod tests {
     fn json_is_accepted_with_positions() {
         let doc = parse("{\n  \"name\": \"a\",\n  \"steps\": [{\"id\": \"x\"}]\n}").unwrap();
         assert_eq!(doc.value["steps"][0]["id"], "x");
-        assert_eq!(doc.pos("steps[0].id"), Pos { line: 3, column: 20 });
+        assert_eq!(
+            doc.pos("steps[0].id"),
+            Pos {
+                line: 3,
+                column: 20
+            }
+        );
     }
 
     #[test]
@@ -639,9 +659,15 @@ mod tests {
 
     #[test]
     fn deep_nesting_is_rejected_not_overflowed() {
-        let text = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        // Past the parser's own recursion guard: still an error, never a stack overflow.
+        let text = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(parse(&text).is_err());
+        // Past our (lower) depth limit.
+        let text = format!("{}{}", "[".repeat(65), "]".repeat(65));
         let err = parse(&text).unwrap_err();
         assert!(err.message.contains("nesting"), "{err}");
+        let text = format!("{}{}", "[".repeat(64), "]".repeat(64));
+        assert!(parse(&text).is_ok());
     }
 
     #[test]

