@@ -150,7 +150,10 @@ pub struct Signature {
 impl Signature {
     /// Every secret name this signature accepts, in order.
     pub fn secret_names(&self) -> impl Iterator<Item = &str> {
-        self.secret.iter().chain(self.secrets.iter()).map(String::as_str)
+        self.secret
+            .iter()
+            .chain(self.secrets.iter())
+            .map(String::as_str)
     }
 }
 
