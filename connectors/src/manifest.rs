@@ -16,8 +16,10 @@ pub enum AuthType {
     /// HTTP basic authentication.
     Basic,
     /// OAuth 2.0 authorization code with PKCE.
+    #[serde(rename = "oauth2_code")]
     OAuth2Code,
     /// OAuth 2.0 client credentials.
+    #[serde(rename = "oauth2_client_credentials")]
     OAuth2ClientCredentials,
     /// A service account's signed JWT bearer grant.
     ServiceAccount,

@@ -292,3 +292,84 @@ mod tests {
         assert!(registry.connector("nope").is_none());
     }
 }
+
+/// The connector reference page, `docs/connectors.md`, generated from the manifests.
+pub fn markdown(registry: &Registry) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from(
+        "# Connectors\n\n\
+         Generated from the connector manifests by `switchyard connectors --markdown`; a test fails\n\
+         when this page and the manifests disagree.\n\n\
+         Today the manifests tell the validator which `connector.action` names exist. **No action\n\
+         executes yet**: execution, connections and credentials come with the engine, the\n\
+         governance and the connector catalog work.\n",
+    );
+    for m in registry.manifests() {
+        let auth: Vec<String> = m
+            .auth
+            .iter()
+            .map(|a| {
+                format!(
+                    "`{}`",
+                    serde_json::to_value(a)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        let _ = write!(
+            out,
+            "\n## {} (`{}`)\n\nAuth: {}. Connection required: {}.{}\n\n| action | side effect | scopes | summary |\n| --- | --- | --- | --- |\n",
+            m.title,
+            m.name,
+            auth.join(", "),
+            if m.requires_connection { "yes" } else { "no" },
+            if m.default_base_url.is_empty() {
+                String::new()
+            } else {
+                format!(" Default base URL: `{}`.", m.default_base_url)
+            }
+        );
+        for a in m.actions {
+            let side = match a.side_effect {
+                SideEffect::Read => "read",
+                SideEffect::Write => "write",
+                SideEffect::Destructive => "destructive",
+            };
+            let scopes: Vec<String> = a.scopes.iter().map(|s| format!("`{s}`")).collect();
+            let _ = writeln!(
+                out,
+                "| `{}.{}` | {side} | {} | {} |",
+                m.name,
+                a.name,
+                if scopes.is_empty() {
+                    "—".to_owned()
+                } else {
+                    scopes.join(" ")
+                },
+                a.summary
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod docs_tests {
+    #[test]
+    fn docs_connectors_page_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/connectors.md");
+        let expected = super::markdown(&super::Registry::builtin());
+        let actual = std::fs::read_to_string(path).unwrap_or_default();
+        if actual != expected {
+            if std::env::var_os("SWITCHYARD_BLESS").is_some() {
+                std::fs::write(path, &expected).expect("write docs/connectors.md");
+                return;
+            }
+            panic!(
+                "docs/connectors.md is stale; regenerate it with `switchyard connectors --markdown > docs/connectors.md`"
+            );
+        }
+    }
+}

@@ -31,7 +31,11 @@ pub enum Command {
     /// Print the JSON Schema of the workflow definition format.
     Schema,
     /// List the built-in connectors and their actions.
-    Connectors,
+    Connectors {
+        /// Print the reference page `docs/connectors.md` instead of a plain list.
+        #[arg(long)]
+        markdown: bool,
+    },
 }
 
 /// Exit status for invalid definitions.
@@ -51,7 +55,13 @@ pub fn run(cli: Cli) -> ExitCode {
                 .write_all(schemas::json_schema::workflow_schema_pretty().as_bytes());
             ExitCode::SUCCESS
         }
-        Command::Connectors => {
+        Command::Connectors { markdown: true } => {
+            let _ = stdout
+                .lock()
+                .write_all(connectors::registry::markdown(&Registry::builtin()).as_bytes());
+            ExitCode::SUCCESS
+        }
+        Command::Connectors { markdown: false } => {
             let mut out = stdout.lock();
             for m in Registry::builtin().manifests() {
                 let _ = writeln!(out, "{} ({})", m.name, m.title);

@@ -344,17 +344,14 @@ impl Validator<'_> {
         }
         let mut hook_ids: HashMap<&str, usize> = HashMap::new();
         for (i, trigger) in &parts.triggers {
-            if let Trigger::Webhook(w) = trigger {
-                if let Some(first) = hook_ids.insert(&w.id, *i) {
-                    let line = self.doc.pos(&join_index("triggers", first)).line;
-                    self.report(
-                        join_key(&join_index("triggers", *i), "webhook.id"),
-                        format!(
-                            "duplicate webhook trigger id `{}` (first used at line {line})",
-                            w.id
-                        ),
-                    );
-                }
+            if let Trigger::Webhook(w) = trigger
+                && let Some(first) = hook_ids.insert(&w.id, *i)
+            {
+                let line = self.doc.pos(&join_index("triggers", first)).line;
+                self.report(
+                    join_key(&join_index("triggers", *i), "webhook.id"),
+                    format!("duplicate webhook trigger id `{}` (first used at line {line})", w.id),
+                );
             }
         }
 
