@@ -247,7 +247,9 @@ impl Owner {
     fn chown(&self, path: &Path) -> Result<()> {
         match self {
             Self::Myself => Ok(()),
-            Self::Postgres { uid, gid } => Ok(std::os::unix::fs::chown(path, Some(*uid), Some(*gid))?),
+            Self::Postgres { uid, gid } => {
+                Ok(std::os::unix::fs::chown(path, Some(*uid), Some(*gid))?)
+            }
         }
     }
 

@@ -35,10 +35,17 @@ where
     let deadline = tokio::time::Instant::now() + within;
     let mut last_error = None;
     loop {
-        match check().await.passed() {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(error) => last_error = Some(error),
+        // Bounded too: a check stuck on a request to a server that went away would otherwise
+        // hold the test far past its deadline.
+        match tokio::time::timeout_at(deadline, check()).await {
+            Ok(outcome) => match outcome.passed() {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(error) => last_error = Some(error),
+            },
+            Err(_elapsed) => {
+                last_error.get_or_insert_with(|| anyhow!("the last check was still running"));
+            }
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(match last_error {

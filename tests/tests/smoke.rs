@@ -68,20 +68,24 @@ async fn nats_restart_keeps_port_and_jetstream_data() -> Result<()> {
     .await?;
     js.publish("events.created", "kept".into()).await?.await?;
 
-    nats.kill();
-    nats.restart().await?;
-    assert_eq!(nats.port(), port);
-
-    // The client from before the crash reconnects by itself and finds the message stored.
-    wait_until(
-        || async {
-            let mut stream = js.get_stream("EVENTS").await?;
-            anyhow::Ok(stream.info().await?.state.messages == 1)
-        },
-        Duration::from_secs(10),
-    )
-    .await
-    .with_context(|| format!("server log:\n{}", nats.log()))?;
+    // A graceful restart, then a crash and restart: the stream and its message survive both,
+    // and the client from before reconnects by itself.
+    for crash in [false, true] {
+        if crash {
+            nats.kill();
+        }
+        nats.restart().await?;
+        assert_eq!(nats.port(), port);
+        wait_until(
+            || async {
+                let mut stream = js.get_stream("EVENTS").await?;
+                anyhow::Ok(stream.info().await?.state.messages == 1)
+            },
+            Duration::from_secs(10),
+        )
+        .await
+        .with_context(|| format!("crash: {crash}; server log:\n{}", nats.log()))?;
+    }
     Ok(())
 }
 
