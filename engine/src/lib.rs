@@ -11,3 +11,5 @@
 
 pub mod cli;
 pub mod planner;
+pub mod retry;
+pub mod topology;

@@ -12,6 +12,7 @@
 //!   depending on the connectors crate.
 //! - [`duration`] parses the `30s` / `1m` / `24h` durations used throughout definitions.
 //! - [`envelope`] holds the versioned messages exchanged over NATS (step, result, event).
+//! - [`transport`] names the NATS streams, subjects, consumers and headers.
 //!
 //! Data flows one way: text → [`source::Document`] → typed [`definition::Workflow`] →
 //! semantic checks → [`validate::Validated`].
@@ -23,4 +24,5 @@ pub mod envelope;
 pub mod expr;
 pub mod json_schema;
 pub mod source;
+pub mod transport;
 pub mod validate;

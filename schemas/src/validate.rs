@@ -350,7 +350,10 @@ impl Validator<'_> {
                 let line = self.doc.pos(&join_index("triggers", first)).line;
                 self.report(
                     join_key(&join_index("triggers", *i), "webhook.id"),
-                    format!("duplicate webhook trigger id `{}` (first used at line {line})", w.id),
+                    format!(
+                        "duplicate webhook trigger id `{}` (first used at line {line})",
+                        w.id
+                    ),
                 );
             }
         }

@@ -1,0 +1,108 @@
+//! Creates the JetStream streams and the engine's consumer, idempotently, at start-up.
+//!
+//! Every engine copy runs this; creating what already exists with the same configuration is a
+//! no-op, so start-up order between copies does not matter. Only features that the NATS server
+//! shipped by Debian (2.9) supports are used.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use schemas::transport;
+
+/// How long JetStream remembers a `Nats-Msg-Id`. The outbox relay republishes rows left unsent
+/// by a crash well within this window, so a republish is always recognised as a duplicate.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(20 * 60);
+
+/// How long a result may stay unacknowledged before another engine copy gets it.
+pub const RESULTS_ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// Why the topology could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    /// A stream could not be created or read.
+    #[error("stream {name}: {source}")]
+    Stream {
+        /// Stream name.
+        name: &'static str,
+        /// The server's answer.
+        #[source]
+        source: jetstream::context::CreateStreamError,
+    },
+    /// The results consumer could not be created.
+    #[error("consumer {name}: {source}")]
+    Consumer {
+        /// Consumer name.
+        name: &'static str,
+        /// The server's answer.
+        #[source]
+        source: jetstream::stream::ConsumerError,
+    },
+}
+
+/// The streams and the shared results consumer.
+#[derive(Debug)]
+pub struct Topology {
+    /// Pull consumer on the results stream, shared by every engine copy.
+    pub results: consumer::Consumer<consumer::pull::Config>,
+}
+
+/// Creates (or finds) the step, result and event streams and the engine's results consumer.
+pub async fn ensure(js: &jetstream::Context) -> Result<Topology, TopologyError> {
+    let work_queue = |name: &str, subject: &str| stream::Config {
+        name: name.to_owned(),
+        subjects: vec![subject.to_owned()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        duplicate_window: DUPLICATE_WINDOW,
+        ..Default::default()
+    };
+    js.get_or_create_stream(work_queue(
+        transport::STEPS_STREAM,
+        transport::STEPS_SUBJECTS,
+    ))
+    .await
+    .map_err(|source| TopologyError::Stream {
+        name: transport::STEPS_STREAM,
+        source,
+    })?;
+    let results = js
+        .get_or_create_stream(work_queue(
+            transport::RESULTS_STREAM,
+            transport::RESULTS_SUBJECT,
+        ))
+        .await
+        .map_err(|source| TopologyError::Stream {
+            name: transport::RESULTS_STREAM,
+            source,
+        })?;
+    js.get_or_create_stream(stream::Config {
+        name: transport::EVENTS_STREAM.to_owned(),
+        subjects: vec![transport::EVENTS_SUBJECTS.to_owned()],
+        storage: stream::StorageType::File,
+        duplicate_window: DUPLICATE_WINDOW,
+        max_age: Duration::from_secs(7 * 86_400),
+        ..Default::default()
+    })
+    .await
+    .map_err(|source| TopologyError::Stream {
+        name: transport::EVENTS_STREAM,
+        source,
+    })?;
+    let results = results
+        .get_or_create_consumer(
+            transport::ENGINE_RESULTS_CONSUMER,
+            consumer::pull::Config {
+                durable_name: Some(transport::ENGINE_RESULTS_CONSUMER.to_owned()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: RESULTS_ACK_WAIT,
+                max_ack_pending: 10_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|source| TopologyError::Consumer {
+            name: transport::ENGINE_RESULTS_CONSUMER,
+            source,
+        })?;
+    Ok(Topology { results })
+}
