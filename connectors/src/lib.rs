@@ -6,12 +6,20 @@
 //! - [`registry`]: the built-in manifests, served to the validator through
 //!   [`schemas::catalog::ActionCatalog`].
 //!
-//! This crate knows nothing of NATS or the engine. Action execution (the `Connector` trait and
-//! the shared HTTP layer) is not built yet: today the manifests tell the validator which
-//! `connector.action` names exist.
+//! - [`action`]: [`execute`] runs an action; today only `http.request` executes, the other
+//!   manifests only tell the validator which `connector.action` names exist.
+//! - [`http`]: the shared HTTP client, failure classification and rate-limit headers.
+//! - [`error`]: [`ActionError`], with a stable code from `schemas::envelope::ErrorCode`.
+//!
+//! This crate knows nothing of NATS or the engine.
 
+pub mod action;
+pub mod error;
+pub mod http;
 pub mod manifest;
 pub mod registry;
 
+pub use action::{ActionContext, execute};
+pub use error::ActionError;
 pub use manifest::{ActionManifest, AuthType, Manifest};
 pub use registry::Registry;

@@ -1,11 +1,16 @@
 //! The `switchyard` command line.
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use connectors::Registry;
+use serde_json::Value;
+
+use crate::client::{Client, ClientError};
 
 /// Switchyard: event-driven workflows over governed integrations.
 #[derive(Debug, Parser)]
@@ -14,6 +19,19 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Where client verbs find the engine.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Remote {
+    /// Engine API URL.
+    #[arg(
+        long,
+        env = "SWITCHYARD_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub url: String,
 }
 
 /// The verbs.
@@ -36,10 +54,112 @@ pub enum Command {
         #[arg(long)]
         markdown: bool,
     },
+    /// Run everything locally: a managed nats-server, SQLite in the data dir, the engine API
+    /// and workers, until interrupted.
+    Dev {
+        /// Address of the engine API.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: SocketAddr,
+        /// Where the SQLite file and the NATS store live.
+        #[arg(long, default_value = ".switchyard")]
+        data_dir: PathBuf,
+        /// In-process workers.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Load every definition in this directory at start-up.
+        #[arg(long)]
+        apply: Option<PathBuf>,
+    },
+    /// Run the engine service (production: several copies behind a load balancer).
+    Engine {
+        /// NATS server URL.
+        #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        /// `sqlite://path?mode=rwc` or `postgres://user@host/db`.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        /// Address of the HTTP API.
+        #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Run a worker process (stateless; run as many as the load needs).
+    Worker {
+        /// NATS server URL.
+        #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        /// Queues to serve (repeatable).
+        #[arg(long = "queue", default_value = "default")]
+        queues: Vec<String>,
+        /// Steps run at once by this process.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+    },
+    /// Store a workflow definition on the engine.
+    Apply {
+        /// Definition file (YAML or JSON).
+        file: PathBuf,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Start a run.
+    Run {
+        /// Workflow name.
+        workflow: String,
+        /// Input as JSON.
+        #[arg(long, default_value = "{}")]
+        input: String,
+        /// Wait for the run to end, showing progress; the exit status reflects the outcome.
+        #[arg(long)]
+        wait: bool,
+        /// Idempotency key: the same key starts the run once.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List or show runs.
+    Runs {
+        /// `list` or `show`.
+        #[command(subcommand)]
+        verb: RunsVerb,
+    },
+    /// Cancel a run.
+    Cancel {
+        /// Run id.
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
-/// Exit status for invalid definitions.
-const INVALID: u8 = 1;
+/// `switchyard runs …`.
+#[derive(Debug, Subcommand)]
+pub enum RunsVerb {
+    /// Newest runs first.
+    List {
+        /// Only this workflow.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Only this status.
+        #[arg(long)]
+        status: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// One run with every step, as JSON.
+    Show {
+        /// Run id.
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+/// Exit status for invalid definitions and failed runs.
+const FAILED: u8 = 1;
 /// Exit status for usage errors (clap uses the same for bad arguments).
 const USAGE: u8 = 2;
 
@@ -78,7 +198,262 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        other => async_main(other),
     }
+}
+
+fn async_main(command: Command) -> ExitCode {
+    init_process();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("switchyard: cannot start the async runtime: {e}");
+            return ExitCode::from(USAGE);
+        }
+    };
+    runtime.block_on(async move {
+        match command {
+            Command::Dev { addr, data_dir, workers, apply } => {
+                let options = crate::dev::DevOptions { addr, data_dir: data_dir.clone(), workers, apply };
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                tokio::spawn(async move {
+                    if let Ok(addr) = rx.await {
+                        eprintln!("switchyard dev: engine API on http://{addr} (data in {}); Ctrl-C stops everything", data_dir.display());
+                    }
+                });
+                match crate::dev::run(options, shutdown_signal(), Some(tx)).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("switchyard dev: {e}");
+                        ExitCode::from(FAILED)
+                    }
+                }
+            }
+            Command::Engine { nats_url, database_url, listen } => {
+                let config = crate::service::EngineConfig { nats_url, database_url, listen, ..Default::default() };
+                match crate::service::run(config, shutdown_signal(), None).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("switchyard engine: {e}");
+                        ExitCode::from(FAILED)
+                    }
+                }
+            }
+            Command::Worker { nats_url, queues, concurrency } => {
+                let config = workers::WorkerConfig { nats_url, queues, concurrency, ..Default::default() };
+                match workers::run(config, shutdown_signal()).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("switchyard worker: {e}");
+                        ExitCode::from(FAILED)
+                    }
+                }
+            }
+            Command::Apply { file, remote } => client_verb(apply(&remote, &file).await),
+            Command::Run { workflow, input, wait, idempotency_key, remote } => {
+                client_verb(start(&remote, &workflow, &input, wait, idempotency_key.as_deref()).await)
+            }
+            Command::Runs { verb: RunsVerb::List { workflow, status, limit, remote } } => {
+                client_verb(list(&remote, workflow.as_deref(), status.as_deref(), limit).await)
+            }
+            Command::Runs { verb: RunsVerb::Show { id, remote } } => client_verb(show(&remote, &id).await),
+            Command::Cancel { id, remote } => client_verb(
+                Client::new(&remote.url)
+                    .post_json(&format!("/v1/runs/{id}/cancel"), &Value::Null, None)
+                    .await
+                    .map(|_| {
+                        println!("run {id} cancelled");
+                        ExitCode::SUCCESS
+                    }),
+            ),
+            Command::Validate { .. } | Command::Schema | Command::Connectors { .. } => ExitCode::from(USAGE),
+        }
+    })
+}
+
+/// Installs the process-wide pieces every binary entry point needs once: the one TLS crypto
+/// provider, and logging.
+fn init_process() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,async_nats=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn client_verb(result: Result<ExitCode, ClientError>) -> ExitCode {
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("switchyard: {e}");
+            ExitCode::from(FAILED)
+        }
+    }
+}
+
+async fn apply(remote: &Remote, file: &PathBuf) -> Result<ExitCode, ClientError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| ClientError::Usage(format!("{}: {e}", file.display())))?;
+    // Validate locally first so problems are reported against the file name.
+    let wf = match schemas::validate::validate(&text, &Registry::builtin()) {
+        Ok(wf) => wf,
+        Err(problems) => {
+            for p in &problems.0 {
+                println!("{}:{p}", file.display());
+            }
+            return Ok(ExitCode::from(FAILED));
+        }
+    };
+    let answer = Client::new(&remote.url)
+        .put_text(&format!("/v1/workflows/{}", wf.name), text)
+        .await?;
+    println!(
+        "{} version {}",
+        wf.name,
+        answer.get("version").cloned().unwrap_or(Value::Null)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn start(
+    remote: &Remote,
+    workflow: &str,
+    input: &str,
+    wait: bool,
+    key: Option<&str>,
+) -> Result<ExitCode, ClientError> {
+    let input: Value = serde_json::from_str(input)
+        .map_err(|e| ClientError::Usage(format!("--input is not JSON: {e}")))?;
+    let client = Client::new(&remote.url);
+    let answer = client
+        .post_json(&format!("/v1/workflows/{workflow}/runs"), &input, key)
+        .await?;
+    let run_id = answer
+        .get("run_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    if !wait {
+        println!("{run_id}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let tty = std::io::stdout().is_terminal();
+    let mut seen: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    loop {
+        let run = client.get(&format!("/v1/runs/{run_id}")).await?;
+        for step in run
+            .get("steps")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let id = match step.get("item") {
+                Some(i) => format!("{}[{i}]", step["id"].as_str().unwrap_or("?")),
+                None => step["id"].as_str().unwrap_or("?").to_owned(),
+            };
+            let status = step["status"].as_str().unwrap_or("?").to_owned();
+            if seen.get(&id) != Some(&status) {
+                let mark = match status.as_str() {
+                    "succeeded" => "✓",
+                    "failed" => "✗",
+                    "skipped" | "cancelled" => "-",
+                    _ => "…",
+                };
+                if tty {
+                    println!("{mark} {id:<24} {status}");
+                } else {
+                    println!("{id} {status}");
+                }
+                seen.insert(id, status);
+            }
+        }
+        let status = run["status"].as_str().unwrap_or("?");
+        if matches!(status, "succeeded" | "failed" | "cancelled" | "timed_out") {
+            println!("run {run_id} {status}");
+            if status == "succeeded" {
+                if let Some(outputs) = run.get("outputs").filter(|o| !o.is_null()) {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(outputs).unwrap_or_default()
+                    );
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            if let Some(err) = run.get("error").filter(|e| !e.is_null()) {
+                println!("{err}");
+            }
+            return Ok(ExitCode::from(FAILED));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn list(
+    remote: &Remote,
+    workflow: Option<&str>,
+    status: Option<&str>,
+    limit: u64,
+) -> Result<ExitCode, ClientError> {
+    let mut path = format!("/v1/runs?limit={limit}");
+    if let Some(w) = workflow {
+        path.push_str(&format!("&workflow={w}"));
+    }
+    if let Some(s) = status {
+        path.push_str(&format!("&status={s}"));
+    }
+    let answer = Client::new(&remote.url).get(&path).await?;
+    for r in answer
+        .get("runs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        println!(
+            "{}  {:<24} v{:<3} {:<10} {}",
+            r["id"].as_str().unwrap_or("?"),
+            r["workflow"].as_str().unwrap_or("?"),
+            r["version"],
+            r["status"].as_str().unwrap_or("?"),
+            r["created_at"].as_str().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn show(remote: &Remote, id: &str) -> Result<ExitCode, ClientError> {
+    let run = Client::new(&remote.url)
+        .get(&format!("/v1/runs/{id}"))
+        .await?;
+    println!("{}", serde_json::to_string_pretty(&run).unwrap_or_default());
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Validates each file, printing problems to `out` and read failures to `err`.
@@ -109,7 +484,7 @@ pub fn validate(files: &[PathBuf], out: &mut dyn Write, err: &mut dyn Write) -> 
                 for p in &problems.0 {
                     let _ = writeln!(out, "{name}:{p}");
                 }
-                worst = worst.max(INVALID);
+                worst = worst.max(FAILED);
             }
         }
     }

@@ -3,13 +3,25 @@
 //! # Layout
 //! - [`cli`]: the `switchyard` verbs. `main.rs` only parses arguments and calls [`cli::run`].
 //! - [`planner`]: the DAG semantics as a pure function from a run's state to decisions
-//!   (dispatch, fan out, skip, emit, finish). The orchestration that applies them inside one
-//!   database transaction per batch of results is being built on top of it.
+//!   (dispatch, fan out, skip, emit, finish).
+//! - [`store`]: every run transition in one database transaction, with the outbox rows of the
+//!   messages it causes; results are fenced by attempt.
+//! - [`retry`]: whether and when a failed attempt runs again (policy, `Retry-After`).
+//! - [`topology`]: JetStream streams and the shared results consumer.
+//! - [`service`]: the engine process: relay, results loop, scheduler, HTTP API ([`api`]).
+//! - [`dev`]: `switchyard dev`, the whole stack in one process tree.
+//! - [`client`]: the engine API client behind the CLI's client verbs.
 //!
-//! The service itself (HTTP API, triggers, orchestration) arrives with the durable
-//! orchestration work; today the binary validates definitions and prints the JSON Schema.
+//! A run flows: API → [`store::start_run`] (run + steps + outbox in one transaction) → relay
+//! publishes step messages → workers → results → [`store::record_results`] (batched, fenced)
+//! → [`planner::plan`] → more outbox rows, until the run finishes.
 
+pub mod api;
 pub mod cli;
+pub mod client;
+pub mod dev;
 pub mod planner;
 pub mod retry;
+pub mod service;
+pub mod store;
 pub mod topology;

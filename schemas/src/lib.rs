@@ -12,12 +12,14 @@
 //!   depending on the connectors crate.
 //! - [`duration`] parses the `30s` / `1m` / `24h` durations used throughout definitions.
 //! - [`envelope`] holds the versioned messages exchanged over NATS (step, result, event).
+//! - [`db`] holds the database entities and migrations (declarations; the engine runs them).
 //! - [`transport`] names the NATS streams, subjects, consumers and headers.
 //!
 //! Data flows one way: text → [`source::Document`] → typed [`definition::Workflow`] →
 //! semantic checks → [`validate::Validated`].
 
 pub mod catalog;
+pub mod db;
 pub mod definition;
 pub mod duration;
 pub mod envelope;

@@ -1,0 +1,99 @@
+//! API errors: a small, stable set of codes, mapped to HTTP statuses in one place.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+/// The codes an API error may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiErrorCode {
+    /// The request is malformed (bad JSON, bad query parameter, bad header).
+    InvalidInput,
+    /// A workflow definition failed validation; `details.problems` lists every problem.
+    InvalidDefinition,
+    /// The thing named does not exist (in the caller's workspace).
+    NotFound,
+    /// The request conflicts with current state (e.g. cancelling a finished run).
+    Conflict,
+    /// The body is larger than the route accepts.
+    PayloadTooLarge,
+    /// A dependency (database, NATS) is not answering.
+    Unavailable,
+    /// A bug or unexpected condition on our side; details are in the logs, not the response.
+    Internal,
+}
+
+impl ApiErrorCode {
+    /// The HTTP status for this code; the only place the mapping lives.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ApiErrorCode::InvalidInput => StatusCode::BAD_REQUEST,
+            ApiErrorCode::InvalidDefinition => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ApiErrorCode::Conflict => StatusCode::CONFLICT,
+            ApiErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// An error answered as `{"error": {"code", "message", "details"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    /// Stable code.
+    pub code: ApiErrorCode,
+    /// For people.
+    pub message: String,
+    /// Structured extras (validation problems, the offending field).
+    pub details: Value,
+}
+
+impl ApiError {
+    /// An error with no details.
+    pub fn new(code: ApiErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+            details: Value::Null,
+        }
+    }
+
+    /// Attaches details.
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    /// `not_found` for a named thing.
+    pub fn not_found(what: impl Into<String>) -> Self {
+        ApiError::new(ApiErrorCode::NotFound, format!("{} not found", what.into()))
+    }
+
+    /// `internal`, logging the cause here so it never reaches the response.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        ApiError::new(
+            ApiErrorCode::Internal,
+            "internal error; see the engine's logs",
+        )
+    }
+}
+
+impl From<sea_orm::DbErr> for ApiError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "error": { "code": self.code, "message": self.message, "details": self.details }
+        });
+        (self.code.status(), Json(body)).into_response()
+    }
+}

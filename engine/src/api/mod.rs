@@ -1,0 +1,381 @@
+//! The HTTP API (JSON; the OpenAPI document is served at `/openapi.json`).
+//!
+//! Every query is scoped to the caller's workspace. Until principals and tokens exist every
+//! caller is in the `default` workspace.
+
+pub mod error;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use connectors::Registry;
+use schemas::db::entities::{RunStatus, attempt, run, step_instance};
+use schemas::transport;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+pub use error::{ApiError, ApiErrorCode};
+
+use crate::service::Shared;
+use crate::store::{self, StoreError};
+
+/// Largest accepted request body (definitions and run inputs).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Largest page of runs.
+pub const MAX_PAGE: u64 = 500;
+
+/// The API's routes.
+pub fn router(shared: Shared) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi))
+        .route("/v1/workflows", get(list_workflows))
+        .route("/v1/workflows/{name}", put(put_workflow).get(get_workflow))
+        .route("/v1/workflows/{name}/runs", post(start_run))
+        .route("/v1/runs", get(list_runs))
+        .route("/v1/runs/{id}", get(get_run))
+        .route("/v1/runs/{id}/cancel", post(cancel_run))
+        .fallback(|| async { ApiError::new(ApiErrorCode::NotFound, "no such route") })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(shared)
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::WorkflowNotFound(name) => ApiError::not_found(format!("workflow `{name}`")),
+            StoreError::RunNotFound(id) => ApiError::not_found(format!("run {id}")),
+            StoreError::InvalidInput(m) => ApiError::new(ApiErrorCode::InvalidInput, m),
+            StoreError::RunFinished(id) => ApiError::new(
+                ApiErrorCode::Conflict,
+                format!("run {id} has already finished"),
+            ),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(s): State<Shared>) -> Result<Json<Value>, ApiError> {
+    let db_ok = s.db.ping().await.is_ok();
+    let nats_ok = s.nats.connection_state() == async_nats::connection::State::Connected;
+    if db_ok && nats_ok {
+        Ok(Json(json!({ "status": "ready" })))
+    } else {
+        Err(ApiError::new(ApiErrorCode::Unavailable, "not ready")
+            .with_details(json!({ "database": db_ok, "nats": nats_ok })))
+    }
+}
+
+async fn openapi() -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+}
+
+async fn put_workflow(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let text = std::str::from_utf8(&body).map_err(|_| {
+        ApiError::new(
+            ApiErrorCode::InvalidInput,
+            "the definition is not UTF-8 text",
+        )
+    })?;
+    let problems_json = |problems: Vec<schemas::validate::Problem>| {
+        let list: Vec<Value> = problems
+            .iter()
+            .map(|p| json!({ "path": p.path, "line": p.pos.line, "column": p.pos.column, "message": p.message }))
+            .collect();
+        ApiError::new(
+            ApiErrorCode::InvalidDefinition,
+            format!("the definition has {} problem(s)", list.len()),
+        )
+        .with_details(json!({ "problems": list }))
+    };
+    let workflow =
+        schemas::validate::validate(text, &Registry::builtin()).map_err(|p| problems_json(p.0))?;
+    if workflow.name != name {
+        let doc = schemas::source::parse(text).ok();
+        let pos = doc
+            .map(|d| d.pos("name"))
+            .unwrap_or(schemas::source::Pos::START);
+        return Err(problems_json(vec![schemas::validate::Problem {
+            path: "name".into(),
+            pos,
+            message: format!(
+                "the definition is named `{}` but was sent to `{name}`",
+                workflow.name
+            ),
+        }]));
+    }
+    let (version, created) =
+        store::put_workflow(&s.db, store::default_workspace(), &workflow, text).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(json!({ "name": name, "version": version }))))
+}
+
+async fn list_workflows(State(s): State<Shared>) -> Result<Json<Value>, ApiError> {
+    let rows = store::list_workflows(&s.db, store::default_workspace()).await?;
+    let list: Vec<Value> = rows
+        .into_iter()
+        .map(|w| {
+            json!({
+                "name": w.name,
+                "version": w.version,
+                "description": w.definition.get("description"),
+                "updated_at": w.created_at,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "workflows": list })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VersionQuery {
+    version: Option<i32>,
+}
+
+async fn get_workflow(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    Query(q): Query<VersionQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let row = store::get_workflow(&s.db, store::default_workspace(), &name, q.version)
+        .await?
+        .ok_or_else(|| match q.version {
+            Some(v) => ApiError::not_found(format!("workflow `{name}` version {v}")),
+            None => ApiError::not_found(format!("workflow `{name}`")),
+        })?;
+    Ok(Json(json!({
+        "name": row.name,
+        "version": row.version,
+        "definition": row.definition,
+        "source": row.source,
+        "created_at": row.created_at,
+    })))
+}
+
+async fn start_run(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let input: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                ApiErrorCode::InvalidInput,
+                format!("the body is not JSON: {e}"),
+            )
+        })?
+    };
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let v = v
+                .to_str()
+                .ok()
+                .filter(|v| !v.is_empty() && v.len() <= 255)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ApiErrorCode::InvalidInput,
+                        "Idempotency-Key must be 1 to 255 visible ASCII characters",
+                    )
+                })?;
+            Some(v.to_owned())
+        }
+    };
+    let trigger = json!({ "kind": "api", "body": input.clone() });
+    let started = store::start_run(
+        &s.db,
+        store::default_workspace(),
+        &name,
+        input,
+        key.as_deref(),
+        trigger,
+    )
+    .await?;
+    s.outbox.notify_one();
+    let status = if started.created {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(json!({ "run_id": started.run_id }))))
+}
+
+fn parse_run_id(id: &str) -> Result<Uuid, ApiError> {
+    // A malformed id cannot name a run in any workspace, so it is simply not found.
+    Uuid::parse_str(id).map_err(|_| ApiError::not_found(format!("run {id}")))
+}
+
+/// The API view of a run and its steps.
+pub fn run_json(
+    run: &run::Model,
+    steps: &[step_instance::Model],
+    attempts: &[attempt::Model],
+) -> Value {
+    let steps: Vec<Value> = steps
+        .iter()
+        .map(|s| {
+            let tries: Vec<Value> = attempts
+                .iter()
+                .filter(|a| a.step_instance_id == s.id)
+                .map(|a| {
+                    json!({
+                        "attempt": a.attempt,
+                        "status": a.status,
+                        "worker": a.worker_id,
+                        "error": a.error,
+                        "started_at": a.started_at,
+                        "finished_at": a.finished_at,
+                    })
+                })
+                .collect();
+            let mut v = json!({
+                "id": s.step_id,
+                "status": s.status,
+                "attempts": s.attempt,
+                "output": s.output,
+                "error": s.error,
+                "started_at": s.started_at.or(s.dispatched_at),
+                "finished_at": s.finished_at,
+                "history": tries,
+            });
+            if s.item_index >= 0
+                && let Some(obj) = v.as_object_mut()
+            {
+                obj.insert("item".into(), json!(s.item_index));
+            }
+            if let (Some(total), Some(obj)) = (s.items_total, v.as_object_mut()) {
+                obj.insert("items".into(), json!(total));
+            }
+            v
+        })
+        .collect();
+    json!({
+        "id": run.id,
+        "workflow": run.workflow_name,
+        "version": run.workflow_version,
+        "status": run.status,
+        "input": run.input,
+        "outputs": run.outputs,
+        "error": run.error,
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "steps": steps,
+    })
+}
+
+async fn get_run(State(s): State<Shared>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let run_id = parse_run_id(&id)?;
+    let (run, steps, attempts) = store::get_run(&s.db, store::default_workspace(), run_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("run {run_id}")))?;
+    Ok(Json(run_json(&run, &steps, &attempts)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunsQuery {
+    workflow: Option<String>,
+    status: Option<String>,
+    limit: Option<u64>,
+    cursor: Option<String>,
+}
+
+async fn list_runs(
+    State(s): State<Shared>,
+    Query(q): Query<RunsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(text) => Some(
+            serde_json::from_value::<RunStatus>(Value::String(text.to_owned())).map_err(|_| {
+                ApiError::new(
+                    ApiErrorCode::InvalidInput,
+                    format!("status `{text}` is not one of queued, running, waiting, succeeded, failed, cancelled, timed_out"),
+                )
+            })?,
+        ),
+    };
+    let cursor = match q.cursor.as_deref() {
+        None => None,
+        Some(c) => Some(Uuid::parse_str(c).map_err(|_| {
+            ApiError::new(
+                ApiErrorCode::InvalidInput,
+                "cursor is not one this API handed out",
+            )
+        })?),
+    };
+    let limit = q.limit.unwrap_or(50).clamp(1, MAX_PAGE);
+    let runs = store::list_runs(
+        &s.db,
+        store::default_workspace(),
+        q.workflow.as_deref(),
+        status,
+        cursor,
+        limit,
+    )
+    .await?;
+    let next = if runs.len() as u64 == limit {
+        runs.last().map(|r| r.id)
+    } else {
+        None
+    };
+    let list: Vec<Value> = runs
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.id,
+                "workflow": r.workflow_name,
+                "version": r.workflow_version,
+                "status": r.status,
+                "created_at": r.created_at,
+                "finished_at": r.finished_at,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "runs": list, "next_cursor": next })))
+}
+
+async fn cancel_run(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let run_id = parse_run_id(&id)?;
+    store::cancel_run(&s.db, store::default_workspace(), run_id).await?;
+    // Workers that have not started the run's steps refuse them; results that still arrive
+    // are fenced out by the run's terminal status. Best effort: the database already decided.
+    if let Err(e) = s
+        .nats
+        .publish(transport::CANCEL_SUBJECT, run_id.to_string().into())
+        .await
+    {
+        tracing::warn!(error = %e, %run_id, "cancel announcement not sent");
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "run_id": run_id, "status": "cancelled" })),
+    ))
+}

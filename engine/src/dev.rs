@@ -1,0 +1,271 @@
+//! `switchyard dev`: one command, one process tree — a managed nats-server child, an embedded
+//! SQLite file, the engine API and in-process workers.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+use crate::service::{self, EngineConfig};
+
+/// Options of `switchyard dev`.
+#[derive(Debug, Clone)]
+pub struct DevOptions {
+    /// Address of the engine API.
+    pub addr: SocketAddr,
+    /// Where the SQLite file and the NATS store live.
+    pub data_dir: PathBuf,
+    /// In-process workers (each with its own concurrency).
+    pub workers: usize,
+    /// Definitions to load at start-up.
+    pub apply: Option<PathBuf>,
+}
+
+/// Why `switchyard dev` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    /// nats-server is not installed.
+    #[error(
+        "nats-server was not found on PATH (nor in /usr/sbin). Install it with `./scripts/setup.sh`, \
+         or `sudo apt-get install nats-server` on Debian and Ubuntu"
+    )]
+    NatsMissing,
+    /// Files in the data dir could not be created.
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// nats-server did not come up.
+    #[error("nats-server did not start: {0}")]
+    NatsStart(String),
+    /// The engine failed.
+    #[error(transparent)]
+    Engine(#[from] service::EngineError),
+    /// A definition in `--apply` was invalid or could not be stored.
+    #[error("{0}")]
+    Apply(String),
+}
+
+/// Finds `nats-server`, also where Debian puts it outside an ordinary user's PATH.
+pub fn find_nats_server() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
+        .map(|d| d.join("nats-server"))
+        .find(|p| p.is_file())
+}
+
+/// A nats-server child process, killed when dropped.
+#[derive(Debug)]
+pub struct NatsChild {
+    child: Child,
+    /// Its client URL.
+    pub url: String,
+}
+
+impl NatsChild {
+    /// Starts `nats-server -js` on a port of its choosing with its store under `dir`.
+    pub async fn start(dir: &Path) -> Result<NatsChild, DevError> {
+        let binary = find_nats_server().ok_or(DevError::NatsMissing)?;
+        let store = dir.join("nats");
+        let ports = dir.join("nats-ports");
+        for d in [&store, &ports] {
+            std::fs::create_dir_all(d).map_err(|source| DevError::DataDir {
+                path: d.clone(),
+                source,
+            })?;
+        }
+        let child = Command::new(binary)
+            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "--store_dir"])
+            .arg(&store)
+            .arg("--ports_file_dir")
+            .arg(&ports)
+            .arg("--log")
+            .arg(dir.join("nats.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| DevError::NatsStart(e.to_string()))?;
+        let pid = child.id().unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(port) = read_ports_file(&ports, pid) {
+                return Ok(NatsChild {
+                    child,
+                    url: format!("nats://127.0.0.1:{port}"),
+                });
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(DevError::NatsStart(format!(
+                    "no port reported within 15s; see {}",
+                    dir.join("nats.log").display()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the server, letting it flush its store.
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            // SIGTERM via the server's own signal flag: no libc needed.
+            if let Some(binary) = find_nats_server() {
+                let _ = Command::new(binary)
+                    .arg("--signal")
+                    .arg(format!("term={pid}"))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .await;
+            }
+            if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+                .await
+                .is_err()
+            {
+                let _ = self.child.kill().await;
+            }
+        }
+    }
+}
+
+fn read_ports_file(dir: &Path, pid: u32) -> Option<u16> {
+    let suffix = format!("_{pid}.ports");
+    let path = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(&suffix))
+        })?;
+    let ports: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    ports
+        .get("nats")?
+        .get(0)?
+        .as_str()?
+        .rsplit(':')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Runs the whole local stack until `shutdown` resolves.
+pub async fn run(
+    options: DevOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+) -> Result<(), DevError> {
+    std::fs::create_dir_all(&options.data_dir).map_err(|source| DevError::DataDir {
+        path: options.data_dir.clone(),
+        source,
+    })?;
+    let data_dir =
+        std::fs::canonicalize(&options.data_dir).map_err(|source| DevError::DataDir {
+            path: options.data_dir.clone(),
+            source,
+        })?;
+    let nats = NatsChild::start(&data_dir).await?;
+    tracing::info!(url = %nats.url, "nats-server started");
+    let database_url = format!(
+        "sqlite://{}?mode=rwc",
+        data_dir.join("switchyard.db").display()
+    );
+
+    if let Some(dir) = &options.apply {
+        apply_dir(&database_url, dir).await?;
+    }
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut workers = Vec::new();
+    for i in 0..options.workers {
+        let config = workers::WorkerConfig {
+            nats_url: nats.url.clone(),
+            worker_id: format!("dev-worker-{i}"),
+            ..Default::default()
+        };
+        let mut rx = stop_rx.clone();
+        workers.push(tokio::spawn(async move {
+            let stop = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = workers::run(config, stop).await {
+                tracing::error!(error = %e, "worker stopped");
+            }
+        }));
+    }
+    let mut engine_stop = stop_rx.clone();
+    let engine = service::run(
+        EngineConfig {
+            nats_url: nats.url.clone(),
+            database_url,
+            listen: options.addr,
+            ..Default::default()
+        },
+        async move {
+            let _ = engine_stop.wait_for(|s| *s).await;
+        },
+        bound,
+    );
+    let engine = tokio::spawn(engine);
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    let result = engine.await;
+    for w in workers {
+        let _ = w.await;
+    }
+    nats.stop().await;
+    match result {
+        Ok(r) => r.map_err(DevError::from),
+        Err(e) => Err(DevError::Apply(format!("engine task: {e}"))),
+    }
+}
+
+/// Validates and stores every `.yaml`, `.yml` and `.json` definition in `dir`.
+async fn apply_dir(database_url: &str, dir: &Path) -> Result<(), DevError> {
+    let db = service::connect_db(database_url)
+        .await
+        .map_err(|e| DevError::Apply(format!("database: {e}")))?;
+    let registry = connectors::Registry::builtin();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|source| DevError::DataDir {
+            path: dir.to_owned(),
+            source,
+        })?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+        })
+        .collect();
+    entries.sort();
+    for path in entries {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| DevError::Apply(format!("{}: {e}", path.display())))?;
+        let workflow = schemas::validate::validate(&text, &registry).map_err(|p| {
+            DevError::Apply(
+                p.0.iter()
+                    .map(|p| format!("{}:{p}", path.display()))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+        })?;
+        let (version, _) =
+            crate::store::put_workflow(&db, crate::store::default_workspace(), &workflow, &text)
+                .await
+                .map_err(|e| DevError::Apply(format!("{}: {e}", path.display())))?;
+        tracing::info!(workflow = %workflow.name, version, "applied");
+    }
+    let _ = db.close().await;
+    Ok(())
+}

@@ -1,0 +1,315 @@
+//! The engine service: migrations, topology, the outbox relay, the results loop, the
+//! scheduler, and the HTTP API, all stopped by one shutdown signal.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, AckKind};
+use futures::StreamExt;
+use schemas::db::migration::Migrator;
+use schemas::envelope::StepResult;
+use schemas::transport;
+use sea_orm::{Database, DatabaseConnection};
+use sea_orm_migration::MigratorTrait;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+
+use crate::{api, store, topology};
+
+/// Engine configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// NATS server URL (`NATS_URL`).
+    pub nats_url: String,
+    /// Database URL (`DATABASE_URL`): `sqlite://path?mode=rwc` or `postgres://…`.
+    pub database_url: String,
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// Most results recorded in one database transaction.
+    pub result_batch: usize,
+    /// How often the scheduler looks for due retries, lost attempts and expired runs.
+    #[serde(with = "humanish")]
+    pub tick: Duration,
+}
+
+mod humanish {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse::<schemas::duration::Duration>()
+            .map(|d| d.get())
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            nats_url: "nats://127.0.0.1:4222".into(),
+            database_url: "sqlite://switchyard.db?mode=rwc".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            result_batch: 256,
+            tick: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Why the engine stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The database could not be reached or migrated.
+    #[error("database: {0}")]
+    Db(#[from] sea_orm::DbErr),
+    /// NATS could not be reached.
+    #[error("nats: {0}")]
+    Nats(#[from] async_nats::ConnectError),
+    /// Streams or consumers could not be created.
+    #[error(transparent)]
+    Topology(#[from] topology::TopologyError),
+    /// The API could not listen.
+    #[error("listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What the API handlers share.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// The database.
+    pub db: DatabaseConnection,
+    /// NATS, for readiness and cancel announcements.
+    pub nats: async_nats::Client,
+    /// Wakes the relay after a commit that wrote outbox rows.
+    pub outbox: Arc<Notify>,
+}
+
+/// Connects to a database and brings its schema up to date.
+pub async fn connect_db(url: &str) -> Result<DatabaseConnection, sea_orm::DbErr> {
+    let mut options = sea_orm::ConnectOptions::new(url.to_owned());
+    options.sqlx_logging(false);
+    if url.starts_with("sqlite:") {
+        // One writer at a time is all SQLite allows; more connections only contend.
+        options.max_connections(1);
+    } else {
+        options.max_connections(20);
+    }
+    let db = Database::connect(options).await?;
+    Migrator::up(&db, None).await?;
+    Ok(db)
+}
+
+/// Runs the engine until `shutdown` resolves. The bound API address is sent on `bound` once
+/// listening, so callers that asked for port 0 learn the real one.
+pub async fn run(
+    config: EngineConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+) -> Result<(), EngineError> {
+    let db = connect_db(&config.database_url).await?;
+    let nats = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(&config.nats_url)
+        .await?;
+    let js = jetstream::new(nats.clone());
+    let topo = topology::ensure(&js).await?;
+    let listener =
+        TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| EngineError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| EngineError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    tracing::info!(%addr, "engine listening");
+    if let Some(tx) = bound {
+        let _ = tx.send(addr);
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let shared = Shared {
+        db: db.clone(),
+        nats: nats.clone(),
+        outbox: Arc::new(Notify::new()),
+    };
+    let relay = tokio::spawn(relay_loop(shared.clone(), js.clone(), stop_rx.clone()));
+    let results = tokio::spawn(results_loop(
+        shared.clone(),
+        topo,
+        config.result_batch,
+        stop_rx.clone(),
+    ));
+    let ticker = tokio::spawn(tick_loop(shared.clone(), config.tick, stop_rx.clone()));
+    let mut api_stop = stop_rx.clone();
+    let server =
+        axum::serve(listener, api::router(shared.clone())).with_graceful_shutdown(async move {
+            let _ = api_stop.wait_for(|s| *s).await;
+        });
+    let server = tokio::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "api server stopped");
+        }
+    });
+
+    shutdown.await;
+    tracing::info!("engine shutting down");
+    let _ = stop_tx.send(true);
+    for task in [relay, results, ticker, server] {
+        let _ = task.await;
+    }
+    db.close().await?;
+    Ok(())
+}
+
+/// Publishes outbox rows and marks them sent. Runs after every commit that wrote rows
+/// (notified) and on a timer, which also republishes what a crashed engine left unsent.
+async fn relay_loop(shared: Shared, js: jetstream::Context, mut stop: watch::Receiver<bool>) {
+    loop {
+        match relay_once(&shared, &js).await {
+            Ok(n) if n > 0 => continue,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "outbox relay"),
+        }
+        tokio::select! {
+            _ = shared.outbox.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Publishes one batch; returns how many rows were sent.
+pub async fn relay_once(shared: &Shared, js: &jetstream::Context) -> Result<usize, RelayError> {
+    let rows = store::unsent(&shared.db, 512).await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    // Publish the whole batch, then wait for the acks together: one round trip per batch.
+    let mut pending = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let mut headers = HeaderMap::new();
+        headers.insert(transport::MSG_ID_HEADER, row.msg_id.as_str());
+        let ack = js
+            .publish_with_headers(row.subject.clone(), headers, row.payload.clone().into())
+            .await
+            .map_err(|e| RelayError::Publish(e.to_string()))?;
+        pending.push((row.id, ack));
+    }
+    let mut sent = Vec::with_capacity(pending.len());
+    for (id, ack) in pending {
+        match ack.await {
+            Ok(_) => sent.push(id),
+            Err(e) => {
+                tracing::warn!(error = %e, outbox_id = id, "publish not acknowledged; will retry")
+            }
+        }
+    }
+    store::mark_sent(&shared.db, &sent).await?;
+    Ok(sent.len())
+}
+
+/// Why a relay pass failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// Reading or updating the outbox failed.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// NATS refused the publish.
+    #[error("publish: {0}")]
+    Publish(String),
+}
+
+/// Pulls results in batches and records each batch in one transaction, acking only after
+/// the commit.
+async fn results_loop(
+    shared: Shared,
+    topo: topology::Topology,
+    batch: usize,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let fetched = tokio::select! {
+            f = topo.results.fetch().max_messages(batch).expires(Duration::from_millis(500)).messages() => f,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let mut messages = match fetched {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "fetching results");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let mut batch_msgs = Vec::new();
+        let mut results = Vec::new();
+        while let Some(next) = messages.next().await {
+            let Ok(msg) = next else { break };
+            match serde_json::from_slice::<StepResult>(&msg.payload) {
+                Ok(r) => {
+                    results.push(r);
+                    batch_msgs.push(msg);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, subject = %msg.subject, "unreadable result; dropping it");
+                    let _ = msg.ack_with(AckKind::Term).await;
+                }
+            }
+        }
+        if results.is_empty() {
+            continue;
+        }
+        match store::record_results(&shared.db, &results).await {
+            Ok(_) => {
+                shared.outbox.notify_one();
+                for msg in batch_msgs {
+                    if let Err(e) = msg.ack().await {
+                        tracing::warn!(error = %e, "ack of a recorded result failed; it will be redelivered and ignored");
+                    }
+                }
+            }
+            Err(e) => {
+                // Not recorded: leave the results unacked so they come back.
+                tracing::warn!(error = %e, count = results.len(), "recording results failed");
+                for msg in batch_msgs {
+                    let _ = msg
+                        .ack_with(AckKind::Nak(Some(Duration::from_millis(500))))
+                        .await;
+                }
+            }
+        }
+    }
+}
+
+async fn tick_loop(shared: Shared, every: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        match store::tick(&shared.db, 500).await {
+            Ok(n) if n > 0 => shared.outbox.notify_one(),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "scheduler tick"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}

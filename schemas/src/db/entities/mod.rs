@@ -1,0 +1,113 @@
+//! One module per table.
+
+pub mod attempt;
+pub mod event;
+pub mod outbox;
+pub mod run;
+pub mod step_instance;
+pub mod workflow_version;
+pub mod workspace;
+
+use sea_orm::entity::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Where a run stands.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, Deserialize,
+)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Accepted, nothing started yet.
+    #[sea_orm(string_value = "queued")]
+    Queued,
+    /// Steps are being executed.
+    #[sea_orm(string_value = "running")]
+    Running,
+    /// Paused on something outside the engine (an approval, a re-authorization).
+    #[sea_orm(string_value = "waiting")]
+    Waiting,
+    /// Every step finished and outputs were rendered.
+    #[sea_orm(string_value = "succeeded")]
+    Succeeded,
+    /// A step failed for good.
+    #[sea_orm(string_value = "failed")]
+    Failed,
+    /// Cancelled on request.
+    #[sea_orm(string_value = "cancelled")]
+    Cancelled,
+    /// The run-level timeout passed.
+    #[sea_orm(string_value = "timed_out")]
+    TimedOut,
+}
+
+impl RunStatus {
+    /// Whether the run has ended.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled | RunStatus::TimedOut
+        )
+    }
+}
+
+/// Where one step instance stands.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, Deserialize,
+)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Not started.
+    #[sea_orm(string_value = "pending")]
+    Pending,
+    /// Its step message is in the outbox or on the stream.
+    #[sea_orm(string_value = "dispatched")]
+    Dispatched,
+    /// A `for_each` parent whose items are running (items themselves go dispatched → done).
+    #[sea_orm(string_value = "running")]
+    Running,
+    /// Failed, and waiting for its next attempt's due time.
+    #[sea_orm(string_value = "retry_wait")]
+    RetryWait,
+    /// Finished with an output.
+    #[sea_orm(string_value = "succeeded")]
+    Succeeded,
+    /// Finished with an error, for good.
+    #[sea_orm(string_value = "failed")]
+    Failed,
+    /// Not run (`if` was false, or a need was skipped).
+    #[sea_orm(string_value = "skipped")]
+    Skipped,
+    /// Not run or stopped because the run ended.
+    #[sea_orm(string_value = "cancelled")]
+    Cancelled,
+}
+
+impl StepStatus {
+    /// Whether nothing more will happen to this instance.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            StepStatus::Succeeded
+                | StepStatus::Failed
+                | StepStatus::Skipped
+                | StepStatus::Cancelled
+        )
+    }
+}
+
+/// How one attempt ended.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, Deserialize,
+)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptStatus {
+    /// The action succeeded.
+    #[sea_orm(string_value = "succeeded")]
+    Succeeded,
+    /// The action failed.
+    #[sea_orm(string_value = "failed")]
+    Failed,
+}
