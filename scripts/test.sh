@@ -85,6 +85,8 @@ trap 'exit 143' TERM
 
 step "setup" ./scripts/setup.sh
 step "format" cargo fmt --all --check
+# Every platform's dependencies, not just this one's: the dependency policy check reads them all.
+step "fetch" cargo fetch --locked
 step "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 step "dependency policy" cargo deny --offline check bans licenses sources
 if [[ -z ${DATABASE_URL:-} ]]; then
