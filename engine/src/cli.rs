@@ -93,6 +93,16 @@ pub enum Command {
         /// Steps run at once by this process.
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
+        /// How long JetStream waits for an ack before redelivering a step to another worker
+        /// (applies when the queue's consumer is created).
+        #[arg(long, default_value = "30s")]
+        ack_wait: schemas::duration::Duration,
+        /// Interval of in-progress acks while an action runs; keep it well under `--ack-wait`.
+        #[arg(long, default_value = "10s")]
+        heartbeat: schemas::duration::Duration,
+        /// Name in results and logs (default: a fresh unique name).
+        #[arg(long)]
+        worker_id: Option<String>,
     },
     /// Store a workflow definition on the engine.
     Apply {
@@ -242,8 +252,18 @@ fn async_main(command: Command) -> ExitCode {
                     }
                 }
             }
-            Command::Worker { nats_url, queues, concurrency } => {
-                let config = workers::WorkerConfig { nats_url, queues, concurrency, ..Default::default() };
+            Command::Worker { nats_url, queues, concurrency, ack_wait, heartbeat, worker_id } => {
+                let mut config = workers::WorkerConfig {
+                    nats_url,
+                    queues,
+                    concurrency,
+                    ack_wait: ack_wait.get(),
+                    heartbeat: heartbeat.get(),
+                    ..Default::default()
+                };
+                if let Some(id) = worker_id {
+                    config.worker_id = id;
+                }
                 match workers::run(config, shutdown_signal()).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {

@@ -1,0 +1,323 @@
+//! Pieces shared by the end-to-end tests: a fake external API and an engine-plus-workers stack.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use switchyard_tests::{Backend, NatsServer, TestDatabase, wait_until};
+use tokio::sync::{oneshot, watch};
+
+/// The `switchyard` binary built next to this test binary.
+pub fn switchyard_bin() -> Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .context("test binary location")?;
+    let bin = dir.join("switchyard");
+    if !bin.is_file() {
+        bail!(
+            "{} is missing; build it with `cargo build -p engine --bin switchyard`",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// The fake external API: counts requests and answers what each route is for.
+#[derive(Debug, Default)]
+pub struct Fake {
+    pub hits: AtomicUsize,
+    pub in_flight: AtomicUsize,
+    pub max_in_flight: AtomicUsize,
+    pub flaky: Mutex<HashMap<String, u32>>,
+    /// When each request to `/limited/{key}` arrived.
+    pub limited_at: Mutex<Vec<std::time::Instant>>,
+}
+
+pub async fn start_fake() -> Result<(SocketAddr, Arc<Fake>)> {
+    let fake = Arc::new(Fake::default());
+    let app = Router::new()
+        .route(
+            "/ok",
+            get(|State(f): State<Arc<Fake>>| async move {
+                let n = f.hits.fetch_add(1, Ordering::SeqCst) + 1;
+                Json(json!({ "n": n }))
+            }),
+        )
+        .route(
+            "/echo",
+            post(
+                |State(f): State<Arc<Fake>>, Json(body): Json<Value>| async move {
+                    f.hits.fetch_add(1, Ordering::SeqCst);
+                    let now = f.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                    f.max_in_flight.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    f.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    Json(json!({ "echo": body }))
+                },
+            ),
+        )
+        .route(
+            "/flaky/{key}",
+            get(
+                |State(f): State<Arc<Fake>>, Path(key): Path<String>| async move {
+                    f.hits.fetch_add(1, Ordering::SeqCst);
+                    let seen = {
+                        let mut map = f.flaky.lock().unwrap_or_else(|e| e.into_inner());
+                        let n = map.entry(key).or_insert(0);
+                        *n += 1;
+                        *n
+                    };
+                    if seen == 1 {
+                        (
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            Json(json!({ "error": "try again" })),
+                        )
+                    } else {
+                        (StatusCode::OK, Json(json!({ "attempt": seen })))
+                    }
+                },
+            ),
+        )
+        .route(
+            "/hang-once/{key}",
+            get(
+                |State(f): State<Arc<Fake>>, Path(key): Path<String>| async move {
+                    f.hits.fetch_add(1, Ordering::SeqCst);
+                    let seen = {
+                        let mut map = f.flaky.lock().unwrap_or_else(|e| e.into_inner());
+                        let n = map.entry(key).or_insert(0);
+                        *n += 1;
+                        *n
+                    };
+                    if seen == 1 {
+                        // The first caller is about to be killed; it never gets an answer.
+                        tokio::time::sleep(Duration::from_secs(120)).await;
+                    }
+                    Json(json!({ "call": seen }))
+                },
+            ),
+        )
+        .route(
+            "/limited/{key}",
+            get(
+                |State(f): State<Arc<Fake>>, Path(key): Path<String>| async move {
+                    f.hits.fetch_add(1, Ordering::SeqCst);
+                    f.limited_at
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(std::time::Instant::now());
+                    let seen = {
+                        let mut map = f.flaky.lock().unwrap_or_else(|e| e.into_inner());
+                        let n = map.entry(key).or_insert(0);
+                        *n += 1;
+                        *n
+                    };
+                    if seen == 1 {
+                        (
+                            StatusCode::TOO_MANY_REQUESTS,
+                            [("retry-after", "2")],
+                            Json(json!({ "error": "slow down" })),
+                        )
+                    } else {
+                        (
+                            StatusCode::OK,
+                            [("retry-after", "0")],
+                            Json(json!({ "call": seen })),
+                        )
+                    }
+                },
+            ),
+        )
+        .route(
+            "/bad",
+            get(|State(f): State<Arc<Fake>>| async move {
+                f.hits.fetch_add(1, Ordering::SeqCst);
+                (StatusCode::BAD_REQUEST, Json(json!({ "error": "no" })))
+            }),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Json(json!({}))
+            }),
+        )
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((addr, fake))
+}
+
+/// An engine and one worker on a private nats-server and database, stopped on drop.
+pub struct Stack {
+    pub api: String,
+    pub http: reqwest::Client,
+    pub stop: watch::Sender<bool>,
+    pub nats: NatsServer,
+    pub db: TestDatabase,
+}
+
+impl Stack {
+    pub async fn start(backend: Backend) -> Result<Stack> {
+        Self::start_with_workers(backend, 1).await
+    }
+
+    /// An engine and `workers` in-process workers.
+    pub async fn start_with_workers(backend: Backend, workers: usize) -> Result<Stack> {
+        let nats = NatsServer::start().await?;
+        let db = TestDatabase::new(backend).await?;
+        let (stop, stop_rx) = watch::channel(false);
+        let (bound_tx, bound_rx) = oneshot::channel();
+        let config = engine::service::EngineConfig {
+            nats_url: nats.url(),
+            database_url: db.url().to_owned(),
+            listen: "127.0.0.1:0".parse()?,
+            ..Default::default()
+        };
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = engine::service::run(config, stopped, Some(bound_tx)).await {
+                eprintln!("engine: {e}");
+            }
+        });
+        let addr = tokio::time::timeout(Duration::from_secs(30), bound_rx)
+            .await
+            .context("engine did not start")??;
+        let stack = Stack {
+            api: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+            stop,
+            nats,
+            db,
+        };
+        for _ in 0..workers {
+            stack.spawn_worker(workers::WorkerConfig {
+                nats_url: stack.nats.url(),
+                concurrency: 32,
+                ..Default::default()
+            });
+        }
+        Ok(stack)
+    }
+
+    /// Starts an in-process worker that stops with the stack.
+    pub fn spawn_worker(&self, config: workers::WorkerConfig) {
+        let mut rx = self.stop.subscribe();
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = workers::run(config, stopped).await {
+                eprintln!("worker: {e}");
+            }
+        });
+    }
+
+    pub async fn apply(&self, yaml: &str) -> Result<Value> {
+        let name = yaml
+            .lines()
+            .find_map(|l| l.strip_prefix("name: "))
+            .context("definition has a name line")?;
+        let r = self
+            .http
+            .put(format!("{}/v1/workflows/{name}", self.api))
+            .body(yaml.to_owned())
+            .send()
+            .await?;
+        let status = r.status();
+        let body: Value = r.json().await?;
+        if !status.is_success() {
+            bail!("apply failed: {status} {body}");
+        }
+        Ok(body)
+    }
+
+    pub async fn start_run(
+        &self,
+        workflow: &str,
+        input: Value,
+        key: Option<&str>,
+    ) -> Result<(StatusCode, String)> {
+        let mut req = self
+            .http
+            .post(format!("{}/v1/workflows/{workflow}/runs", self.api))
+            .json(&input);
+        if let Some(k) = key {
+            req = req.header("idempotency-key", k);
+        }
+        let r = req.send().await?;
+        let status = r.status();
+        let body: Value = r.json().await?;
+        let id = body["run_id"]
+            .as_str()
+            .with_context(|| format!("{status}: {body}"))?;
+        Ok((status, id.to_owned()))
+    }
+
+    pub async fn run(&self, id: &str) -> Result<Value> {
+        Ok(self
+            .http
+            .get(format!("{}/v1/runs/{id}", self.api))
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
+    /// Polls the run until it ends, and returns it.
+    pub async fn finished(&self, id: &str, within: Duration) -> Result<Value> {
+        let last = Arc::new(Mutex::new(Value::Null));
+        let result = wait_until(
+            || {
+                let last = last.clone();
+                async move {
+                    let run = self.run(id).await?;
+                    let done = matches!(
+                        run["status"].as_str(),
+                        Some("succeeded" | "failed" | "cancelled" | "timed_out")
+                    );
+                    *last.lock().unwrap_or_else(|e| e.into_inner()) = run;
+                    Ok::<bool, anyhow::Error>(done)
+                }
+            },
+            within,
+        )
+        .await;
+        let run = last.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        result.with_context(|| format!("run did not finish; last seen: {run:#}"))?;
+        Ok(run)
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+pub fn step<'a>(run: &'a Value, id: &str) -> &'a Value {
+    run["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["id"] == id && s.get("item").is_none()))
+        .unwrap_or(&Value::Null)
+}
+
+/// How long any one run may take in these tests.
+pub const WAIT: Duration = Duration::from_secs(60);

@@ -1,0 +1,321 @@
+//! Faults across process boundaries: a worker process killed mid-step, steps committed but never
+//! published, NATS restarted mid-run, results delivered twice, rate limits honoured.
+
+mod common;
+
+use std::process::Stdio;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use common::{Stack, WAIT, start_fake, step, switchyard_bin};
+use schemas::envelope::{ENVELOPE_VERSION, Outcome, StepResult};
+use serde_json::json;
+use switchyard_tests::{Backend, wait_until};
+
+#[tokio::test]
+async fn a_worker_killed_mid_step_is_replaced_and_the_run_completes() -> Result<()> {
+    let (fake_addr, fake) = start_fake().await?;
+    let stack = Stack::start_with_workers(Backend::Sqlite, 0).await?;
+    stack
+        .apply(&format!(
+            "name: crash\nsteps:\n  - {{ id: call, action: http.request, timeout: 1m, with: {{ url: \"http://{fake_addr}/hang-once/{{{{ run.id }}}}\" }} }}\n"
+        ))
+        .await?;
+    // A real worker process with a short ack wait, so redelivery after the crash is quick.
+    let mut worker = tokio::process::Command::new(switchyard_bin()?)
+        .args([
+            "worker",
+            "--nats-url",
+            &stack.nats.url(),
+            "--ack-wait",
+            "2s",
+            "--heartbeat",
+            "500ms",
+            "--worker-id",
+            "doomed",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("spawn worker")?;
+    let (_, id) = stack.start_run("crash", json!({}), None).await?;
+    wait_until(|| async { fake.hits.load(Ordering::SeqCst) == 1 }, WAIT).await?;
+    worker.start_kill()?; // SIGKILL: no drain, no result, no ack
+    worker.wait().await?;
+    stack.spawn_worker(workers::WorkerConfig {
+        nats_url: stack.nats.url(),
+        worker_id: "survivor".into(),
+        ..Default::default()
+    });
+    let run = stack.finished(&id, WAIT).await?;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    let call = step(&run, "call");
+    assert_eq!(
+        call["output"]["body"]["call"], 2,
+        "the redelivered step ran again"
+    );
+    assert_eq!(
+        call["history"].as_array().map(Vec::len),
+        Some(1),
+        "one outcome recorded"
+    );
+    assert_eq!(call["history"][0]["worker"], "survivor");
+    Ok(())
+}
+
+#[tokio::test]
+async fn steps_committed_but_never_published_are_sent_by_the_relay() -> Result<()> {
+    let (fake_addr, fake) = start_fake().await?;
+    let nats = switchyard_tests::NatsServer::start().await?;
+    let db = switchyard_tests::TestDatabase::new(Backend::Postgres).await?;
+    // What an engine that crashed right after its commit leaves behind: the run and its step
+    // messages in the database, nothing on the stream.
+    let conn = engine::service::connect_db(db.url()).await?;
+    let wf = schemas::validate::validate(
+        &format!("name: orphan\nsteps:\n  - {{ id: call, action: http.request, with: {{ url: \"http://{fake_addr}/ok\" }} }}\n"),
+        &connectors::Registry::builtin(),
+    )
+    .map_err(|p| anyhow::anyhow!("{p}"))?;
+    engine::store::put_workflow(&conn, engine::store::default_workspace(), &wf, "").await?;
+    let started = engine::store::start_run(
+        &conn,
+        engine::store::default_workspace(),
+        "orphan",
+        json!({}),
+        None,
+        json!({}),
+    )
+    .await?;
+    assert_eq!(engine::store::unsent(&conn, 10).await?.len(), 1);
+    assert_eq!(fake.hits.load(Ordering::SeqCst), 0);
+
+    // A fresh engine (and a worker) come up and finish the run.
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let config = engine::service::EngineConfig {
+        nats_url: nats.url(),
+        database_url: db.url().to_owned(),
+        listen: "127.0.0.1:0".parse()?,
+        ..Default::default()
+    };
+    let mut rx = stop_rx.clone();
+    let engine_task = tokio::spawn(engine::service::run(
+        config,
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        },
+        None,
+    ));
+    let mut rx = stop_rx.clone();
+    let worker = workers::WorkerConfig {
+        nats_url: nats.url(),
+        ..Default::default()
+    };
+    let worker_task = tokio::spawn(workers::run(worker, async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }));
+    wait_until(
+        || async {
+            let run =
+                engine::store::get_run(&conn, engine::store::default_workspace(), started.run_id)
+                    .await?;
+            Ok::<bool, anyhow::Error>(run.is_some_and(|(r, _, _)| r.status.is_terminal()))
+        },
+        WAIT,
+    )
+    .await?;
+    let (run, _, _) =
+        engine::store::get_run(&conn, engine::store::default_workspace(), started.run_id)
+            .await?
+            .context("run")?;
+    assert_eq!(run.status, schemas::db::entities::RunStatus::Succeeded);
+    assert_eq!(fake.hits.load(Ordering::SeqCst), 1);
+    assert!(engine::store::unsent(&conn, 10).await?.is_empty());
+    let _ = stop.send(true);
+    let _ = engine_task.await;
+    let _ = worker_task.await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_result_delivered_twice_changes_nothing_the_second_time() -> Result<()> {
+    let (fake_addr, _fake) = start_fake().await?;
+    let stack = Stack::start(Backend::Sqlite).await?;
+    stack
+        .apply(&format!(
+            "name: twice\nsteps:\n  - {{ id: a, action: http.request, with: {{ url: \"http://{fake_addr}/ok\" }} }}\n  - {{ id: b, needs: [a], action: http.request, with: {{ url: \"http://{fake_addr}/ok\" }} }}\n"
+        ))
+        .await?;
+    let (_, id) = stack.start_run("twice", json!({}), None).await?;
+    let before = stack.finished(&id, WAIT).await?;
+    assert_eq!(before["status"], "succeeded");
+
+    // Replay step `a`'s result under a new message id, so JetStream does not drop it: only the
+    // engine's own fencing stands between it and a second transition.
+    let a = step(&before, "a");
+    let replay = StepResult {
+        v: ENVELOPE_VERSION,
+        run_id: id.parse()?,
+        step_id: "a".into(),
+        item_index: None,
+        attempt: 1,
+        worker_id: "replayer".into(),
+        outcome: Outcome::Succeeded {
+            output: json!({ "status": 200, "body": { "n": 999 } }),
+        },
+        started_at: chrono::Utc::now(),
+        finished_at: chrono::Utc::now(),
+    };
+    let js = stack.nats.jetstream().await?;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", "replayed-result");
+    js.publish_with_headers(
+        schemas::transport::RESULTS_SUBJECT,
+        headers,
+        serde_json::to_vec(&replay)?.into(),
+    )
+    .await?
+    .await?;
+    // Wait until an engine has taken and acknowledged it (the work queue is then empty).
+    wait_until(
+        || async {
+            let mut stream = js.get_stream(schemas::transport::RESULTS_STREAM).await?;
+            Ok::<bool, anyhow::Error>(stream.info().await?.state.messages == 0)
+        },
+        WAIT,
+    )
+    .await?;
+    let after = stack.run(&id).await?;
+    assert_eq!(step(&after, "a")["output"], a["output"]);
+    assert_eq!(
+        step(&after, "a")["history"].as_array().map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(after["status"], "succeeded");
+    assert_eq!(after["finished_at"], before["finished_at"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn runs_complete_across_a_nats_restart() -> Result<()> {
+    let (fake_addr, fake) = start_fake().await?;
+    let mut stack = Stack::start(Backend::Sqlite).await?;
+    let mut yaml = format!(
+        "name: across\nsteps:\n  - {{ id: s0, action: http.request, with: {{ url: \"http://{fake_addr}/ok\" }} }}\n"
+    );
+    for i in 1..6 {
+        yaml.push_str(&format!(
+            "  - {{ id: s{i}, needs: [s{}], action: http.request, with: {{ url: \"http://{fake_addr}/ok\" }} }}\n",
+            i - 1
+        ));
+    }
+    stack.apply(&yaml).await?;
+    let (_, id) = stack.start_run("across", json!({}), None).await?;
+    wait_until(|| async { fake.hits.load(Ordering::SeqCst) >= 2 }, WAIT).await?;
+    stack.nats.stop().await?;
+    stack.nats.restart().await?;
+    let run = stack.finished(&id, WAIT).await?;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    for i in 0..6 {
+        assert_eq!(step(&run, &format!("s{i}"))["status"], "succeeded");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_429_with_retry_after_is_honoured_while_other_steps_keep_flowing() -> Result<()> {
+    let (fake_addr, fake) = start_fake().await?;
+    let stack = Stack::start(Backend::Sqlite).await?;
+    stack
+        .apply(&format!(
+            "name: limited\nsteps:\n  - {{ id: call, action: http.request, retry: {{ max_attempts: 3, initial: 100ms, max: 500ms }}, with: {{ url: \"http://{fake_addr}/limited/{{{{ run.id }}}}\" }} }}\n"
+        ))
+        .await?;
+    stack
+        .apply(&format!("name: quick\nsteps:\n  - {{ id: a, action: http.request, with: {{ url: \"http://{fake_addr}/ok\" }} }}\n"))
+        .await?;
+    let (_, limited) = stack.start_run("limited", json!({}), None).await?;
+    wait_until(
+        || async { fake.limited_at.lock().map(|v| v.len()).unwrap_or(0) == 1 },
+        WAIT,
+    )
+    .await?;
+    // While `limited` waits out its Retry-After, other runs go through.
+    let started = Instant::now();
+    let (_, quick) = stack.start_run("quick", json!({}), None).await?;
+    let run = stack.finished(&quick, WAIT).await?;
+    assert_eq!(run["status"], "succeeded");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "another run was held up: {:?}",
+        started.elapsed()
+    );
+
+    let run = stack.finished(&limited, WAIT).await?;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    let times = fake
+        .limited_at
+        .lock()
+        .map(|v| v.clone())
+        .unwrap_or_default();
+    assert_eq!(times.len(), 2);
+    let gap = times[1] - times[0];
+    assert!(
+        gap >= Duration::from_secs(2),
+        "retried after {gap:?}, before the provider's Retry-After of 2s"
+    );
+    assert_eq!(
+        step(&run, "call")["history"][0]["error"]["code"],
+        "rate_limited"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_engines_and_three_workers_record_every_step_once() -> Result<()> {
+    let (fake_addr, fake) = start_fake().await?;
+    let stack = Stack::start_with_workers(Backend::Postgres, 3).await?;
+    // A second engine on the same database and NATS.
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let config = engine::service::EngineConfig {
+        nats_url: stack.nats.url(),
+        database_url: stack.db.url().to_owned(),
+        listen: "127.0.0.1:0".parse()?,
+        ..Default::default()
+    };
+    let mut rx = stop_rx.clone();
+    let second = tokio::spawn(engine::service::run(
+        config,
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        },
+        None,
+    ));
+    stack
+        .apply(&format!(
+            "name: shared\nsteps:\n  - {{ id: a, action: http.request, with: {{ url: \"http://{fake_addr}/ok\" }} }}\n  - {{ id: fan, needs: [a], for_each: [1, 2, 3, 4, 5], action: http.request, with: {{ url: \"http://{fake_addr}/ok\" }} }}\n  - {{ id: z, needs: [fan], action: http.request, with: {{ url: \"http://{fake_addr}/ok\" }} }}\n"
+        ))
+        .await?;
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(stack.start_run("shared", json!({}), None).await?.1);
+    }
+    for id in &ids {
+        let run = stack.finished(id, WAIT).await?;
+        assert_eq!(run["status"], "succeeded", "{run:#}");
+        for s in run["steps"].as_array().into_iter().flatten() {
+            if s.get("items").is_none() {
+                assert_eq!(s["history"].as_array().map(Vec::len), Some(1), "{s:#}");
+            }
+        }
+    }
+    assert_eq!(
+        fake.hits.load(Ordering::SeqCst),
+        20 * 7,
+        "every action ran exactly once"
+    );
+    let _ = stop.send(true);
+    let _ = second.await;
+    Ok(())
+}
