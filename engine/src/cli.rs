@@ -104,6 +104,26 @@ pub enum Command {
         #[arg(long)]
         worker_id: Option<String>,
     },
+    /// Measure the engine on this machine (nats-server, engine, workers and a no-op HTTP
+    /// endpoint, all local) and print a table.
+    Bench {
+        /// Database to use (e.g. a PostgreSQL with durable commits); a temporary SQLite file
+        /// when absent.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: Option<String>,
+        /// 10-step chains run one at a time for the per-step overhead.
+        #[arg(long, default_value_t = 50)]
+        chains: usize,
+        /// 10-step chains in flight at once for the throughput.
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
+        /// Items of the fan-out.
+        #[arg(long, default_value_t = 1000)]
+        items: usize,
+        /// In-process workers.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+    },
     /// Store a workflow definition on the engine.
     Apply {
         /// Definition file (YAML or JSON).
@@ -268,6 +288,19 @@ fn async_main(command: Command) -> ExitCode {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         eprintln!("switchyard worker: {e}");
+                        ExitCode::from(FAILED)
+                    }
+                }
+            }
+            Command::Bench { database_url, chains, runs, items, workers } => {
+                let options = crate::bench::BenchOptions { database_url, chains, runs, items, workers };
+                match crate::bench::run(options).await {
+                    Ok(rows) => {
+                        print!("{}", crate::bench::table(&rows));
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("switchyard bench: {e}");
                         ExitCode::from(FAILED)
                     }
                 }

@@ -11,12 +11,14 @@
 //! - [`service`]: the engine process: relay, results loop, scheduler, HTTP API ([`api`]).
 //! - [`dev`]: `switchyard dev`, the whole stack in one process tree.
 //! - [`client`]: the engine API client behind the CLI's client verbs.
+//! - [`bench`]: `switchyard bench`, the local benchmark.
 //!
 //! A run flows: API → [`store::start_run`] (run + steps + outbox in one transaction) → relay
 //! publishes step messages → workers → results → [`store::record_results`] (batched, fenced)
 //! → [`planner::plan`] → more outbox rows, until the run finishes.
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod dev;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use schemas::db::migration::Migrator;
 use schemas::envelope::StepResult;
 use schemas::transport;
@@ -244,57 +244,85 @@ async fn results_loop(
     batch: usize,
     mut stop: watch::Receiver<bool>,
 ) {
-    loop {
-        if *stop.borrow() {
-            return;
-        }
-        let fetched = tokio::select! {
-            f = topo.results.fetch().max_messages(batch).expires(Duration::from_millis(500)).messages() => f,
-            _ = stop.wait_for(|s| *s) => return,
-        };
-        let mut messages = match fetched {
-            Ok(m) => m,
+    'reconnect: loop {
+        let mut stream = match topo
+            .results
+            .stream()
+            .max_messages_per_batch(batch)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+        {
+            Ok(s) => s,
             Err(e) => {
-                tracing::warn!(error = %e, "fetching results");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
+                tracing::warn!(error = %e, "pulling results");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue 'reconnect,
+                    _ = stop.wait_for(|s| *s) => return,
+                }
             }
         };
-        let mut batch_msgs = Vec::new();
-        let mut results = Vec::new();
-        while let Some(next) = messages.next().await {
-            let Ok(msg) = next else { break };
-            match serde_json::from_slice::<StepResult>(&msg.payload) {
-                Ok(r) => {
-                    results.push(r);
-                    batch_msgs.push(msg);
+        loop {
+            // Wait for one result, then take whatever else is already here: under load a
+            // transaction records many results, when idle one result costs no waiting.
+            let first = tokio::select! {
+                n = stream.next() => n,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            let mut arrived = match first {
+                Some(Ok(m)) => vec![m],
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "results stream");
+                    continue;
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, subject = %msg.subject, "unreadable result; dropping it");
-                    let _ = msg.ack_with(AckKind::Term).await;
+                None => continue 'reconnect,
+            };
+            while arrived.len() < batch {
+                match stream.next().now_or_never() {
+                    Some(Some(Ok(m))) => arrived.push(m),
+                    _ => break,
                 }
             }
+            record_batch(&shared, arrived).await;
         }
-        if results.is_empty() {
-            continue;
-        }
-        match store::record_results(&shared.db, &results).await {
-            Ok(_) => {
-                shared.outbox.notify_one();
-                for msg in batch_msgs {
-                    if let Err(e) = msg.ack().await {
-                        tracing::warn!(error = %e, "ack of a recorded result failed; it will be redelivered and ignored");
-                    }
-                }
+    }
+}
+
+async fn record_batch(shared: &Shared, arrived: Vec<jetstream::Message>) {
+    let mut batch_msgs = Vec::new();
+    let mut results = Vec::new();
+    for msg in arrived {
+        match serde_json::from_slice::<StepResult>(&msg.payload) {
+            Ok(r) => {
+                results.push(r);
+                batch_msgs.push(msg);
             }
             Err(e) => {
-                // Not recorded: leave the results unacked so they come back.
-                tracing::warn!(error = %e, count = results.len(), "recording results failed");
-                for msg in batch_msgs {
-                    let _ = msg
-                        .ack_with(AckKind::Nak(Some(Duration::from_millis(500))))
-                        .await;
+                tracing::error!(error = %e, subject = %msg.subject, "unreadable result; dropping it");
+                let _ = msg.ack_with(AckKind::Term).await;
+            }
+        }
+    }
+    if results.is_empty() {
+        return;
+    }
+    match store::record_results(&shared.db, &results).await {
+        Ok(_) => {
+            shared.outbox.notify_one();
+            for msg in batch_msgs {
+                if let Err(e) = msg.ack().await {
+                    tracing::warn!(error = %e, "ack of a recorded result failed; it will be redelivered and ignored");
                 }
+            }
+        }
+        Err(e) => {
+            // Not recorded: leave the results unacked so they come back.
+            tracing::warn!(error = %e, count = results.len(), "recording results failed");
+            for msg in batch_msgs {
+                let _ = msg
+                    .ack_with(AckKind::Nak(Some(Duration::from_millis(500))))
+                    .await;
             }
         }
     }

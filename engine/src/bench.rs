@@ -1,0 +1,311 @@
+//! `switchyard bench`: measures the engine on this machine, everything local.
+//!
+//! It starts a nats-server child, an engine and workers in this process, and a no-op HTTP
+//! endpoint, then runs three scenarios and prints a table:
+//! 1. **per-step overhead**: 10-step chains, one run in flight; for each step, the time from the
+//!    previous step's finish to its own finish (dispatch, queueing, execution of a no-op call,
+//!    result recording, planning). p50 and p99.
+//! 2. **sustained throughput**: many single-step and chain runs in flight; steps finished per
+//!    second of wall time.
+//! 3. **fan-out**: one `for_each` over 1,000 items, from start to joined.
+//!
+//! The no-op call itself is measured alone first, so its cost can be told apart.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use sea_orm::DatabaseConnection;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::dev::NatsChild;
+use crate::service::{self, EngineConfig};
+use crate::store;
+
+/// Options of `switchyard bench`.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Database to use; a temporary SQLite file when absent.
+    pub database_url: Option<String>,
+    /// Chains run one at a time for the overhead scenario.
+    pub chains: usize,
+    /// Runs in flight for the throughput scenario.
+    pub runs: usize,
+    /// Items of the fan-out scenario.
+    pub items: usize,
+    /// In-process workers.
+    pub workers: usize,
+}
+
+/// Why the benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// Setting up the stack failed.
+    #[error("{0}")]
+    Setup(String),
+    /// A run did not finish or failed.
+    #[error("{0}")]
+    Run(String),
+}
+
+fn setup<E: std::fmt::Display>(e: E) -> BenchError {
+    BenchError::Setup(e.to_string())
+}
+
+/// One result row.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// What was measured.
+    pub name: String,
+    /// The number.
+    pub value: String,
+    /// The target it is held to, if any.
+    pub target: String,
+}
+
+/// Runs the scenarios and returns the table's rows.
+pub async fn run(options: BenchOptions) -> Result<Vec<Row>, BenchError> {
+    let dir = tempdir()?;
+    let nats = NatsChild::start(&dir).await.map_err(setup)?;
+    let database_url = options
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", dir.join("bench.db").display()));
+    let noop = start_noop().await.map_err(setup)?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let mut rx = stop_rx.clone();
+    let engine = tokio::spawn(service::run(
+        EngineConfig {
+            nats_url: nats.url.clone(),
+            database_url: database_url.clone(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tick: Duration::from_millis(50),
+            ..Default::default()
+        },
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        },
+        Some(bound_tx),
+    ));
+    let api_addr = bound_rx
+        .await
+        .map_err(|_| BenchError::Setup("engine did not start".into()))?;
+    // Runs are started through the API, as a client would, so the relay is woken the same way.
+    let api = crate::client::Client::new(&format!("http://{api_addr}"));
+    for i in 0..options.workers {
+        let mut rx = stop_rx.clone();
+        let config = workers::WorkerConfig {
+            nats_url: nats.url.clone(),
+            worker_id: format!("bench-{i}"),
+            concurrency: 64,
+            ..Default::default()
+        };
+        tokio::spawn(async move {
+            let _ = workers::run(config, async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .await;
+        });
+    }
+    let db = service::connect_db(&database_url).await.map_err(setup)?;
+    let ws = store::default_workspace();
+    let url = format!("http://{noop}/noop");
+
+    let mut rows = Vec::new();
+
+    // Baseline: the no-op call alone.
+    let client = reqwest::Client::new();
+    let mut call = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        client.get(&url).send().await.map_err(setup)?;
+        call.push(t.elapsed());
+    }
+    rows.push(Row {
+        name: "no-op HTTP call alone (p50)".into(),
+        value: ms(percentile(&mut call, 50.0)),
+        target: "baseline".into(),
+    });
+
+    // 1. Per-step overhead.
+    let mut chain = format!(
+        "name: bench-chain\nsteps:\n  - {{ id: s0, action: http.request, with: {{ url: \"{url}\" }} }}\n"
+    );
+    for i in 1..10 {
+        chain.push_str(&format!(
+            "  - {{ id: s{i}, needs: [s{}], action: http.request, with: {{ url: \"{url}\" }} }}\n",
+            i - 1
+        ));
+    }
+    apply(&db, &chain).await?;
+    let mut gaps = Vec::new();
+    // Warm up connections and caches.
+    let warm = start(&api, "bench-chain", json!({})).await?;
+    wait_done(&db, &[warm]).await?;
+    for _ in 0..options.chains {
+        let started = Instant::now();
+        let run = start(&api, "bench-chain", json!({})).await?;
+        wait_done(&db, &[run]).await?;
+        let (r, steps, _) = store::get_run(&db, ws, run)
+            .await
+            .map_err(setup)?
+            .ok_or_else(|| BenchError::Run("run vanished".into()))?;
+        let mut finished: Vec<_> = steps.iter().filter_map(|s| s.finished_at).collect();
+        finished.sort();
+        let mut prev = r.created_at;
+        for f in finished {
+            gaps.push((f - prev).to_std().unwrap_or_default());
+            prev = f;
+        }
+        let _ = started;
+    }
+    rows.push(Row {
+        name: "per-step overhead, 10-step chain, 1 run in flight (p50)".into(),
+        value: ms(percentile(&mut gaps, 50.0)),
+        target: "≤ 5 ms".into(),
+    });
+    rows.push(Row {
+        name: "per-step overhead, 10-step chain, 1 run in flight (p99)".into(),
+        value: ms(percentile(&mut gaps, 99.0)),
+        target: "≤ 20 ms".into(),
+    });
+
+    // 2. Sustained throughput: many chains in flight.
+    let started = Instant::now();
+    let mut ids = Vec::new();
+    for _ in 0..options.runs {
+        ids.push(start(&api, "bench-chain", json!({})).await?);
+    }
+    wait_done(&db, &ids).await?;
+    let elapsed = started.elapsed();
+    let steps = options.runs * 10;
+    rows.push(Row {
+        name: format!("sustained: {} runs × 10 steps in flight", options.runs),
+        value: format!("{:.0} steps/s", steps as f64 / elapsed.as_secs_f64()),
+        target: "≥ 1,500 steps/s".into(),
+    });
+
+    // 3. Fan-out and join.
+    apply(
+        &db,
+        &format!("name: bench-fan\nsteps:\n  - {{ id: each, for_each: \"{{{{ inputs.items }}}}\", max_parallel: 1000, action: http.request, with: {{ url: \"{url}\" }} }}\n"),
+    )
+    .await?;
+    let items: Vec<usize> = (0..options.items).collect();
+    let started = Instant::now();
+    let run = start(&api, "bench-fan", json!({ "items": items })).await?;
+    wait_done(&db, &[run]).await?;
+    rows.push(Row {
+        name: format!("{}-item for_each, start to join", options.items),
+        value: ms(started.elapsed()),
+        target: "≤ 2 s".into(),
+    });
+
+    let _ = stop_tx.send(true);
+    let _ = engine.await;
+    nats.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(rows)
+}
+
+async fn start(
+    api: &crate::client::Client,
+    workflow: &str,
+    input: serde_json::Value,
+) -> Result<Uuid, BenchError> {
+    let answer = api
+        .post_json(&format!("/v1/workflows/{workflow}/runs"), &input, None)
+        .await
+        .map_err(setup)?;
+    answer["run_id"]
+        .as_str()
+        .and_then(|s| Uuid::parse_str(s).ok())
+        .ok_or_else(|| BenchError::Run(format!("no run id in {answer}")))
+}
+
+async fn apply(db: &DatabaseConnection, yaml: &str) -> Result<(), BenchError> {
+    let wf = schemas::validate::validate(yaml, &connectors::Registry::builtin())
+        .map_err(|p| BenchError::Setup(p.to_string()))?;
+    store::put_workflow(db, store::default_workspace(), &wf, yaml)
+        .await
+        .map_err(setup)?;
+    Ok(())
+}
+
+async fn wait_done(db: &DatabaseConnection, ids: &[Uuid]) -> Result<(), BenchError> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut pending: Vec<Uuid> = ids.to_vec();
+    while !pending.is_empty() {
+        let mut still = Vec::new();
+        for id in pending {
+            let run = store::get_run(db, store::default_workspace(), id)
+                .await
+                .map_err(setup)?;
+            match run {
+                Some((r, _, _)) if r.status.is_terminal() => {
+                    if r.status != schemas::db::entities::RunStatus::Succeeded {
+                        return Err(BenchError::Run(format!(
+                            "run {id} ended {:?}: {:?}",
+                            r.status, r.error
+                        )));
+                    }
+                }
+                _ => still.push(id),
+            }
+        }
+        pending = still;
+        if Instant::now() > deadline {
+            return Err(BenchError::Run(format!(
+                "{} runs did not finish in 300s",
+                pending.len()
+            )));
+        }
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    Ok(())
+}
+
+async fn start_noop() -> std::io::Result<SocketAddr> {
+    let app = axum::Router::new().route(
+        "/noop",
+        axum::routing::get(|| async { axum::Json(json!({})) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(addr)
+}
+
+fn tempdir() -> Result<PathBuf, BenchError> {
+    let dir = std::env::temp_dir().join(format!("switchyard-bench-{}", Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).map_err(setup)?;
+    Ok(dir)
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    if samples.is_empty() {
+        return Duration::ZERO;
+    }
+    samples.sort();
+    let rank = ((p / 100.0) * (samples.len() - 1) as f64).round() as usize;
+    samples[rank.min(samples.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Formats rows as a Markdown table.
+pub fn table(rows: &[Row]) -> String {
+    let mut out = String::from("| measure | result | target |\n| --- | --- | --- |\n");
+    for r in rows {
+        out.push_str(&format!("| {} | {} | {} |\n", r.name, r.value, r.target));
+    }
+    out
+}
