@@ -261,3 +261,22 @@ async fn invalid_definitions_and_requests_get_clear_errors() -> Result<()> {
     assert!(r["paths"]["/v1/runs/{id}/cancel"].is_object());
     Ok(())
 }
+
+#[tokio::test]
+async fn a_step_past_its_timeout_is_retried_then_fails_with_timeout() -> Result<()> {
+    let (fake_addr, _fake) = start_fake().await?;
+    let stack = Stack::start(Backend::Sqlite).await?;
+    stack
+        .apply(&format!(
+            "name: stuck\nsteps:\n  - {{ id: wait, action: http.request, timeout: 500ms, retry: {{ max_attempts: 2, initial: 100ms }}, with: {{ url: \"http://{fake_addr}/slow\" }} }}\n"
+        ))
+        .await?;
+    let (_, id) = stack.start_run("stuck", json!({}), None).await?;
+    let run = stack.finished(&id, WAIT).await?;
+    assert_eq!(run["status"], "failed", "{run:#}");
+    assert_eq!(run["error"]["code"], "timeout");
+    let wait = step(&run, "wait");
+    assert_eq!(wait["attempts"], 2, "a timeout is retryable, up to max_attempts");
+    assert_eq!(wait["history"][1]["error"]["code"], "timeout");
+    Ok(())
+}
