@@ -276,7 +276,10 @@ async fn a_step_past_its_timeout_is_retried_then_fails_with_timeout() -> Result<
     assert_eq!(run["status"], "failed", "{run:#}");
     assert_eq!(run["error"]["code"], "timeout");
     let wait = step(&run, "wait");
-    assert_eq!(wait["attempts"], 2, "a timeout is retryable, up to max_attempts");
+    assert_eq!(
+        wait["attempts"], 2,
+        "a timeout is retryable, up to max_attempts"
+    );
     assert_eq!(wait["history"][1]["error"]["code"], "timeout");
     Ok(())
 }
