@@ -277,21 +277,7 @@ async fn two_engines_and_three_workers_record_every_step_once() -> Result<()> {
     let (fake_addr, fake) = start_fake().await?;
     let stack = Stack::start_with_workers(Backend::Postgres, 3).await?;
     // A second engine on the same database and NATS.
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let config = engine::service::EngineConfig {
-        nats_url: stack.nats.url(),
-        database_url: stack.db.url().to_owned(),
-        listen: "127.0.0.1:0".parse()?,
-        ..Default::default()
-    };
-    let mut rx = stop_rx.clone();
-    let second = tokio::spawn(engine::service::run(
-        config,
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        },
-        None,
-    ));
+    stack.spawn_engine()?;
     stack
         .apply(&format!(
             "name: shared\nsteps:\n  - {{ id: a, action: http.request, with: {{ url: \"http://{fake_addr}/ok\" }} }}\n  - {{ id: fan, needs: [a], for_each: [1, 2, 3, 4, 5], action: http.request, with: {{ url: \"http://{fake_addr}/ok\" }} }}\n  - {{ id: z, needs: [fan], action: http.request, with: {{ url: \"http://{fake_addr}/ok\" }} }}\n"
@@ -315,7 +301,5 @@ async fn two_engines_and_three_workers_record_every_step_once() -> Result<()> {
         20 * 7,
         "every action ran exactly once"
     );
-    let _ = stop.send(true);
-    let _ = second.await;
     Ok(())
 }

@@ -163,6 +163,35 @@ impl PullFailed<'_> {
     }
 }
 
+/// The worker is connecting and about to pull.
+pub(crate) struct Started<'a> {
+    pub worker_id: &'a str,
+    pub queues: &'a [String],
+    pub concurrency: usize,
+}
+
+impl Started<'_> {
+    pub fn emit(&self) {
+        tracing::info!(
+            worker_id = self.worker_id,
+            queues = ?self.queues,
+            concurrency = self.concurrency,
+            "worker started"
+        );
+    }
+}
+
+/// `run` is about to return.
+pub(crate) struct Stopped<'a> {
+    pub worker_id: &'a str,
+}
+
+impl Stopped<'_> {
+    pub fn emit(&self) {
+        tracing::info!(worker_id = self.worker_id, "worker stopped");
+    }
+}
+
 /// Shutdown began: no more pulling, steps in flight may finish.
 pub(crate) struct Draining {
     pub running: usize,

@@ -116,6 +116,12 @@ pub async fn run(
     let slots = Arc::new(Semaphore::new(concurrency));
     let (stop_tx, stop) = watch::channel(false);
     let (abandon_tx, abandon) = watch::channel(false);
+    events::Started {
+        worker_id: &shared.config.worker_id,
+        queues: &shared.config.queues,
+        concurrency,
+    }
+    .emit();
     let mut loops = Vec::new();
     for queue in queues {
         loops.push(tokio::spawn(
@@ -163,7 +169,10 @@ pub async fn run(
     }
     listener.abort();
     let _ = tokio::time::timeout(FLUSH_TIMEOUT, client.flush()).await;
-    tracing::info!(worker = %shared.config.worker_id, "worker stopped");
+    events::Stopped {
+        worker_id: &shared.config.worker_id,
+    }
+    .emit();
     Ok(())
 }
 

@@ -44,6 +44,22 @@ pub struct Fake {
     pub limited_at: Mutex<Vec<std::time::Instant>>,
 }
 
+impl Fake {
+    /// Counts a request to a keyed route and returns which call this is for that key (1-based).
+    fn call(&self, key: String) -> u32 {
+        self.hits.fetch_add(1, Ordering::SeqCst);
+        self.nth_call(key)
+    }
+
+    /// Which call this is for `key`, without counting a hit.
+    fn nth_call(&self, key: String) -> u32 {
+        let mut map = self.flaky.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(key).or_insert(0);
+        *n += 1;
+        *n
+    }
+}
+
 pub async fn start_fake() -> Result<(SocketAddr, Arc<Fake>)> {
     let fake = Arc::new(Fake::default());
     let app = Router::new()
@@ -71,13 +87,7 @@ pub async fn start_fake() -> Result<(SocketAddr, Arc<Fake>)> {
             "/flaky/{key}",
             get(
                 |State(f): State<Arc<Fake>>, Path(key): Path<String>| async move {
-                    f.hits.fetch_add(1, Ordering::SeqCst);
-                    let seen = {
-                        let mut map = f.flaky.lock().unwrap_or_else(|e| e.into_inner());
-                        let n = map.entry(key).or_insert(0);
-                        *n += 1;
-                        *n
-                    };
+                    let seen = f.call(key);
                     if seen == 1 {
                         (
                             StatusCode::INTERNAL_SERVER_ERROR,
@@ -93,13 +103,7 @@ pub async fn start_fake() -> Result<(SocketAddr, Arc<Fake>)> {
             "/hang-once/{key}",
             get(
                 |State(f): State<Arc<Fake>>, Path(key): Path<String>| async move {
-                    f.hits.fetch_add(1, Ordering::SeqCst);
-                    let seen = {
-                        let mut map = f.flaky.lock().unwrap_or_else(|e| e.into_inner());
-                        let n = map.entry(key).or_insert(0);
-                        *n += 1;
-                        *n
-                    };
+                    let seen = f.call(key);
                     if seen == 1 {
                         // The first caller is about to be killed; it never gets an answer.
                         tokio::time::sleep(Duration::from_secs(120)).await;
@@ -117,12 +121,7 @@ pub async fn start_fake() -> Result<(SocketAddr, Arc<Fake>)> {
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .push(std::time::Instant::now());
-                    let seen = {
-                        let mut map = f.flaky.lock().unwrap_or_else(|e| e.into_inner());
-                        let n = map.entry(key).or_insert(0);
-                        *n += 1;
-                        *n
-                    };
+                    let seen = f.nth_call(key);
                     if seen == 1 {
                         (
                             StatusCode::TOO_MANY_REQUESTS,
@@ -215,6 +214,26 @@ impl Stack {
             });
         }
         Ok(stack)
+    }
+
+    /// Starts another engine on the stack's database and NATS; it stops with the stack.
+    pub fn spawn_engine(&self) -> Result<()> {
+        let config = engine::service::EngineConfig {
+            nats_url: self.nats.url(),
+            database_url: self.db.url().to_owned(),
+            listen: "127.0.0.1:0".parse()?,
+            ..Default::default()
+        };
+        let mut rx = self.stop.subscribe();
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = engine::service::run(config, stopped, None).await {
+                eprintln!("engine: {e}");
+            }
+        });
+        Ok(())
     }
 
     /// Starts an in-process worker that stops with the stack.
