@@ -19,6 +19,8 @@ pub struct ActionContext {
     pub traceparent: Option<String>,
     /// Cap on a response body.
     pub max_response_bytes: usize,
+    /// The HTTP client (from [`http::new_client`]), shared by the actions of one runtime.
+    pub http: reqwest::Client,
 }
 
 impl Default for ActionContext {
@@ -28,6 +30,7 @@ impl Default for ActionContext {
             idempotency_key: None,
             traceparent: None,
             max_response_bytes: http::DEFAULT_MAX_RESPONSE_BYTES,
+            http: http::new_client(),
         }
     }
 }

@@ -244,6 +244,14 @@ async fn results_loop(
     batch: usize,
     mut stop: watch::Receiver<bool>,
 ) {
+    // Batches of different runs can be recorded side by side: each transaction locks its runs
+    // in id order, so overlapping batches wait for each other instead of deadlocking. SQLite
+    // has one writer, so there it stays one batch at a time.
+    let parallel = match shared.db.get_database_backend() {
+        sea_orm::DatabaseBackend::Sqlite => 1,
+        _ => RECORDERS,
+    };
+    let recorders = Arc::new(tokio::sync::Semaphore::new(parallel));
     'reconnect: loop {
         let mut stream = match topo
             .results
@@ -259,7 +267,7 @@ async fn results_loop(
                 tracing::warn!(error = %e, "pulling results");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(500)) => continue 'reconnect,
-                    _ = stop.wait_for(|s| *s) => return,
+                    _ = stop.wait_for(|s| *s) => break 'reconnect,
                 }
             }
         };
@@ -268,7 +276,7 @@ async fn results_loop(
             // transaction records many results, when idle one result costs no waiting.
             let first = tokio::select! {
                 n = stream.next() => n,
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stop.wait_for(|s| *s) => break 'reconnect,
             };
             let mut arrived = match first {
                 Some(Ok(m)) => vec![m],
@@ -284,10 +292,25 @@ async fn results_loop(
                     _ => break,
                 }
             }
-            record_batch(&shared, arrived).await;
+            let permit = tokio::select! {
+                p = recorders.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break 'reconnect },
+                _ = stop.wait_for(|s| *s) => break 'reconnect,
+            };
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                record_batch(&shared, arrived).await;
+                drop(permit);
+            });
         }
     }
+    // Let batches being recorded finish before the database is closed.
+    let _ = recorders
+        .acquire_many(u32::try_from(parallel).unwrap_or(1))
+        .await;
 }
+
+/// Result batches recorded at once on databases with concurrent writers.
+const RECORDERS: usize = 4;
 
 async fn record_batch(shared: &Shared, arrived: Vec<jetstream::Message>) {
     let mut batch_msgs = Vec::new();

@@ -12,6 +12,7 @@
 //! step's attempt number, so a duplicate or stale result changes nothing.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -313,7 +314,12 @@ async fn lock_run(
 }
 
 /// Loads the run's workflow version.
-async fn run_workflow(tx: &DatabaseTransaction, run: &run::Model) -> Result<Workflow, StoreError> {
+async fn run_workflow(
+    tx: &DatabaseTransaction,
+    run: &run::Model,
+) -> Result<Arc<Workflow>, StoreError> {
+    // Not cached across transactions: a process-wide cache keyed by (workspace, name,
+    // version) would mix up engines that share a process but not a database.
     let row = get_workflow(
         tx,
         run.workspace_id,
@@ -322,7 +328,7 @@ async fn run_workflow(tx: &DatabaseTransaction, run: &run::Model) -> Result<Work
     )
     .await?
     .ok_or_else(|| StoreError::WorkflowNotFound(run.workflow_name.clone()))?;
-    parse_definition(&row)
+    Ok(Arc::new(parse_definition(&row)?))
 }
 
 fn step_state(row: &step_instance::Model) -> StepState {
@@ -423,21 +429,21 @@ async fn advance(
                 let index = item_index.map_or(NO_ITEM, |i| i32::try_from(i).unwrap_or(i32::MAX));
                 let step = workflow.steps.iter().find(|s| s.id == step_id);
                 let attempt = rows.get(&(step_id.clone(), index)).map_or(0, |r| r.attempt) + 1;
-                let row = upsert_step(tx, run, &step_id, index, |m| {
+                let row = upsert_step(tx, run, &mut rows, &step_id, index, |m| {
                     m.status = Set(StepStatus::Dispatched);
                     m.attempt = Set(attempt);
                     m.input = Set(Some(input.clone()));
                     m.dispatched_at = Set(Some(now));
+                    m.due_at = Set(Some(lost_after(step, now)));
                 })
                 .await?;
-                rows.insert((step_id.clone(), index), row.clone());
                 if let Some(step) = step {
                     dispatch(tx, run, workflow, step, &row, now).await?;
                 }
             }
             Decision::FanOut { step_id, items } => {
                 let total = i32::try_from(items.len()).unwrap_or(i32::MAX);
-                upsert_step(tx, run, &step_id, NO_ITEM, |m| {
+                upsert_step(tx, run, &mut rows, &step_id, NO_ITEM, |m| {
                     m.status = Set(StepStatus::Running);
                     m.items_total = Set(Some(total));
                     m.input = Set(Some(Value::Array(items.clone())));
@@ -445,12 +451,12 @@ async fn advance(
                 })
                 .await?;
                 for i in 0..total {
-                    let row = upsert_step(tx, run, &step_id, i, |_| {}).await?;
+                    let row = upsert_step(tx, run, &mut rows, &step_id, i, |_| {}).await?;
                     rows.insert((step_id.clone(), i), row);
                 }
             }
             Decision::Complete { step_id, output } => {
-                upsert_step(tx, run, &step_id, NO_ITEM, |m| {
+                upsert_step(tx, run, &mut rows, &step_id, NO_ITEM, |m| {
                     m.status = Set(StepStatus::Succeeded);
                     m.output = Set(Some(output.clone()));
                     m.finished_at = Set(Some(now));
@@ -504,7 +510,7 @@ async fn advance(
                     now,
                 )
                 .await?;
-                upsert_step(tx, run, &step_id, NO_ITEM, |m| {
+                upsert_step(tx, run, &mut rows, &step_id, NO_ITEM, |m| {
                     m.status = Set(StepStatus::Succeeded);
                     m.output = Set(Some(json!({ "event": name, "id": event_id })));
                     m.finished_at = Set(Some(now));
@@ -512,7 +518,7 @@ async fn advance(
                 .await?;
             }
             Decision::Skip { step_id } => {
-                upsert_step(tx, run, &step_id, NO_ITEM, |m| {
+                upsert_step(tx, run, &mut rows, &step_id, NO_ITEM, |m| {
                     m.status = Set(StepStatus::Skipped);
                     m.finished_at = Set(Some(now));
                 })
@@ -524,7 +530,7 @@ async fn advance(
                 error,
             } => {
                 let index = item_index.map_or(NO_ITEM, |i| i32::try_from(i).unwrap_or(i32::MAX));
-                upsert_step(tx, run, &step_id, index, |m| {
+                upsert_step(tx, run, &mut rows, &step_id, index, |m| {
                     m.status = Set(StepStatus::Failed);
                     m.error = Set(Some(serde_json::to_value(&error).unwrap_or(Value::Null)));
                     m.finished_at = Set(Some(now));
@@ -588,24 +594,21 @@ async fn finish_run(
     Ok(())
 }
 
-/// Inserts or updates one step instance row, returning it.
+/// Inserts or updates one step instance row, returning it. `rows` holds every row of the run
+/// (loaded once per transaction) and is kept current, so no row is looked up twice.
 async fn upsert_step(
     tx: &DatabaseTransaction,
     run: &run::Model,
+    rows: &mut HashMap<(String, i32), step_instance::Model>,
     step_id: &str,
     item_index: i32,
     change: impl FnOnce(&mut step_instance::ActiveModel),
 ) -> Result<step_instance::Model, StoreError> {
     let now = Utc::now();
-    let existing = step_instance::Entity::find()
-        .filter(step_instance::Column::RunId.eq(run.id))
-        .filter(step_instance::Column::StepId.eq(step_id))
-        .filter(step_instance::Column::ItemIndex.eq(item_index))
-        .one(tx)
-        .await?;
-    let row = match existing {
+    let key = (step_id.to_owned(), item_index);
+    let row = match rows.get(&key) {
         Some(row) => {
-            let mut m: step_instance::ActiveModel = row.into();
+            let mut m: step_instance::ActiveModel = row.clone().into();
             change(&mut m);
             m.updated_at = Set(now);
             m.update(tx).await?
@@ -633,7 +636,16 @@ async fn upsert_step(
             m.insert(tx).await?
         }
     };
+    rows.insert(key, row.clone());
     Ok(row)
+}
+
+/// When a dispatched attempt of `step` is presumed lost if no result has arrived.
+fn lost_after(step: Option<&schemas::definition::Step>, now: DateTime<Utc>) -> DateTime<Utc> {
+    let timeout = step
+        .and_then(|s| s.timeout)
+        .map_or(DEFAULT_STEP_TIMEOUT, |t| t.get());
+    now + chrono_duration(timeout + LOST_ATTEMPT_GRACE)
 }
 
 /// Writes the step message for the row's current attempt into the outbox and sets the
@@ -678,14 +690,6 @@ async fn dispatch(
         now,
     )
     .await?;
-    step_instance::Entity::update_many()
-        .col_expr(
-            step_instance::Column::DueAt,
-            Expr::value(Some(now + chrono_duration(timeout + LOST_ATTEMPT_GRACE))),
-        )
-        .filter(step_instance::Column::Id.eq(row.id))
-        .exec(tx)
-        .await?;
     Ok(())
 }
 
@@ -735,7 +739,7 @@ pub async fn record_results(
             runs.insert(id, run);
         }
     }
-    let mut workflows: HashMap<Uuid, Workflow> = HashMap::new();
+    let mut workflows: HashMap<Uuid, Arc<Workflow>> = HashMap::new();
     for result in results {
         let Some(run) = runs.get(&result.run_id) else {
             continue;
@@ -829,10 +833,9 @@ pub async fn record_results(
         touched.insert(run.id);
     }
     for id in touched {
-        // Re-read: the row changed in this transaction.
-        if let Some(run) = run::Entity::find_by_id(id).one(&tx).await? {
-            let workflow = &workflows[&id];
-            advance(&tx, &run, workflow).await?;
+        // Only steps changed above, so the run row read under the lock is still current.
+        if let (Some(run), Some(workflow)) = (runs.get(&id), workflows.get(&id)) {
+            advance(&tx, run, workflow).await?;
         }
     }
     tx.commit().await?;
@@ -932,6 +935,7 @@ pub async fn tick(db: &DatabaseConnection, limit: u64) -> Result<usize, StoreErr
                 m.status = Set(StepStatus::Dispatched);
                 m.attempt = Set(row.attempt + 1);
                 m.dispatched_at = Set(Some(now));
+                m.due_at = Set(Some(lost_after(Some(step), now)));
                 m.updated_at = Set(now);
                 let row = m.update(&tx).await?;
                 dispatch(&tx, &run, &workflow, step, &row, now).await?;

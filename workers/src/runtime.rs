@@ -34,6 +34,8 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub client: async_nats::Client,
+    /// One HTTP client for every action this worker runs, created on its runtime.
+    pub http: reqwest::Client,
     pub js: jetstream::Context,
     pub config: WorkerConfig,
     pub cancellations: Arc<Cancellations>,
@@ -107,6 +109,7 @@ pub async fn run(
     let share = concurrency.div_ceil(config.queues.len()).max(1);
     let queues = config.queues.clone();
     let shared = Arc::new(Shared {
+        http: connectors::http::new_client(),
         js: jetstream::new(client.clone()),
         client: client.clone(),
         config,

@@ -272,6 +272,7 @@ async fn execute(
         idempotency_key: Some(step.idempotency_key.clone()),
         traceparent,
         max_response_bytes: shared.config.max_response_bytes,
+        http: shared.http.clone(),
     };
     // The input is not needed after the call; the result does not repeat it.
     let input = std::mem::take(&mut step.input);

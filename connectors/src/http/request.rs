@@ -124,7 +124,8 @@ pub async fn execute(ctx: &ActionContext, input: &Value) -> Result<Value, Action
         }
     };
 
-    let mut request = super::client()
+    let mut request = ctx
+        .http
         .request(method, url.clone())
         .headers(headers)
         .timeout(ctx.timeout);
