@@ -88,6 +88,20 @@ pub async fn ensure(js: &jetstream::Context) -> Result<Topology, TopologyError> 
         name: transport::EVENTS_STREAM,
         source,
     })?;
+    js.get_or_create_stream(stream::Config {
+        name: transport::HOLDS_STREAM.to_owned(),
+        subjects: vec![transport::HOLDS_SUBJECTS.to_owned()],
+        storage: stream::StorageType::File,
+        // Only the newest hold per connection or host matters.
+        max_messages_per_subject: 1,
+        max_age: Duration::from_secs(3_600),
+        ..Default::default()
+    })
+    .await
+    .map_err(|source| TopologyError::Stream {
+        name: transport::HOLDS_STREAM,
+        source,
+    })?;
     let results = results
         .get_or_create_consumer(
             transport::ENGINE_RESULTS_CONSUMER,

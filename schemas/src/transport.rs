@@ -15,6 +15,12 @@ pub const RESULTS_SUBJECT: &str = "sy.results";
 pub const EVENTS_STREAM: &str = "SY_EVENTS";
 /// Subjects of [`EVENTS_STREAM`].
 pub const EVENTS_SUBJECTS: &str = "sy.events.>";
+/// Stream of fleet-wide rate-limit holds, one message per connection or host, newest wins.
+pub const HOLDS_STREAM: &str = "SY_HOLDS";
+/// Subject prefix of [`HOLDS_STREAM`].
+pub const HOLDS_PREFIX: &str = "sy.holds";
+/// Subjects of [`HOLDS_STREAM`].
+pub const HOLDS_SUBJECTS: &str = "sy.holds.>";
 /// Core NATS subject on which the engine announces cancelled runs to every worker.
 pub const CANCEL_SUBJECT: &str = "sy.control.cancel";
 /// The durable consumer every engine copy shares on [`RESULTS_STREAM`].

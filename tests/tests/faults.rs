@@ -233,7 +233,11 @@ async fn a_429_with_retry_after_is_honoured_while_other_steps_keep_flowing() -> 
         ))
         .await?;
     stack
-        .apply(&format!("name: quick\nsteps:\n  - {{ id: a, action: http.request, with: {{ url: \"http://{fake_addr}/ok\" }} }}\n"))
+        // Another host as far as holds go (the same fake, reached by name): not held.
+        .apply(&format!(
+            "name: quick\nsteps:\n  - {{ id: a, action: http.request, with: {{ url: \"http://localhost:{}/ok\" }} }}\n",
+            fake_addr.port()
+        ))
         .await?;
     let (_, limited) = stack.start_run("limited", json!({}), None).await?;
     wait_until(
@@ -301,5 +305,62 @@ async fn two_engines_and_three_workers_record_every_step_once() -> Result<()> {
         20 * 7,
         "every action ran exactly once"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_429_seen_by_one_step_holds_the_whole_fleet_for_that_host() -> Result<()> {
+    let (fake_addr, fake) = start_fake().await?;
+    let stack = Stack::start_with_workers(Backend::Sqlite, 2).await?;
+    stack
+        .apply(&format!(
+            "name: limited\nsteps:\n  - {{ id: call, action: http.request, retry: {{ max_attempts: 3, initial: 100ms, max: 500ms }}, with: {{ url: \"http://{fake_addr}/limited/{{{{ run.id }}}}\" }} }}\n"
+        ))
+        .await?;
+    stack
+        .apply(&format!("name: same-host\nsteps:\n  - {{ id: call, action: http.request, with: {{ url: \"http://{fake_addr}/stamp\" }} }}\n"))
+        .await?;
+    let (_, limited) = stack.start_run("limited", json!({}), None).await?;
+    wait_until(
+        || async { fake.limited_at.lock().map(|v| v.len()).unwrap_or(0) == 1 },
+        WAIT,
+    )
+    .await?;
+    // The 429 has been answered; give its worker the moment it needs to record the hold.
+    let first = fake
+        .limited_at
+        .lock()
+        .map(|v| v[0])
+        .unwrap_or_else(|_| Instant::now());
+    wait_until(
+        || async {
+            let run = stack.run(&limited).await?;
+            Ok::<bool, anyhow::Error>(step(&run, "call")["status"] == "retry_wait")
+        },
+        WAIT,
+    )
+    .await?;
+    // Another workflow calling the same host, on whichever worker: held, not sent.
+    let (_, other) = stack.start_run("same-host", json!({}), None).await?;
+    let run = stack.finished(&other, WAIT).await?;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert_eq!(
+        step(&run, "call")["attempts"],
+        1,
+        "a hold does not use up attempts"
+    );
+    let stamped = fake
+        .stamped_at
+        .lock()
+        .map(|v| v.clone())
+        .unwrap_or_default();
+    assert_eq!(stamped.len(), 1);
+    let waited = stamped[0] - first;
+    assert!(
+        waited >= Duration::from_millis(1_900),
+        "the same host was called {waited:?} after its 429 asked for 2s"
+    );
+    let run = stack.finished(&limited, WAIT).await?;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
     Ok(())
 }

@@ -10,6 +10,8 @@
 //!   sending in-progress acks, publish the result, wait for JetStream to store it, then ack.
 //! - `cancel`: the runs the engine announced as cancelled, remembered within a size and age
 //!   bound; a step of such a run is not started, and one already running is abandoned.
+//! - `holds`: fleet-wide rate-limit holds: a 429 with a reset time seen by one worker holds
+//!   that connection (or host) for every worker, via the `SY_HOLDS` stream.
 //! - `events`: everything the worker logs, one struct per event, never inputs or outputs.
 //! - [`error`]: [`WorkerError`], why a worker could not start.
 //!
@@ -30,6 +32,7 @@ pub mod error;
 
 mod cancel;
 mod events;
+mod holds;
 mod runtime;
 mod step;
 

@@ -36,6 +36,8 @@ pub(crate) struct Shared {
     pub client: async_nats::Client,
     /// One HTTP client for every action this worker runs, created on its runtime.
     pub http: reqwest::Client,
+    /// Fleet-wide rate-limit holds.
+    pub holds: crate::holds::Holds,
     pub js: jetstream::Context,
     pub config: WorkerConfig,
     pub cancellations: Arc<Cancellations>,
@@ -110,6 +112,7 @@ pub async fn run(
     let queues = config.queues.clone();
     let shared = Arc::new(Shared {
         http: connectors::http::new_client(),
+        holds: crate::holds::Holds::new(jetstream::new(client.clone())),
         js: jetstream::new(client.clone()),
         client: client.clone(),
         config,

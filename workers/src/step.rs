@@ -196,6 +196,21 @@ async fn run_step(
     let started = Instant::now();
     let started_at = Utc::now();
     let mut cancel = shared.cancellations.watch(step.run_id);
+    // Computed before the call: the input is handed to the action and not kept.
+    let hold_subject = crate::holds::subject(&step);
+    if !cancel.is_cancelled()
+        && let Some(subject) = &hold_subject
+        && let Some(wait) = shared.holds.remaining(subject).await
+    {
+        // The provider told another worker to slow down: give the step back to JetStream for
+        // the rest of the hold instead of calling. No attempt is used up and this slot is free.
+        let _ = msg.ack_with(AckKind::Nak(Some(wait))).await;
+        tracing::info!(
+            wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            "held by a fleet-wide rate limit"
+        );
+        return;
+    }
     let outcome = if cancel.is_cancelled() {
         failed(
             ErrorCode::Cancelled,
@@ -213,6 +228,13 @@ async fn run_step(
         )
         .await
     };
+    if let Outcome::Failed { error } = &outcome
+        && error.code == ErrorCode::RateLimited
+        && let Some(ms) = error.retry_after_ms
+        && let Some(subject) = &hold_subject
+    {
+        shared.holds.hold(subject, Duration::from_millis(ms)).await;
+    }
     let result = StepResult {
         v: ENVELOPE_VERSION,
         run_id: step.run_id,

@@ -42,6 +42,8 @@ pub struct Fake {
     pub flaky: Mutex<HashMap<String, u32>>,
     /// When each request to `/limited/{key}` arrived.
     pub limited_at: Mutex<Vec<std::time::Instant>>,
+    /// When each request to `/stamp` arrived.
+    pub stamped_at: Mutex<Vec<std::time::Instant>>,
 }
 
 impl Fake {
@@ -137,6 +139,17 @@ pub async fn start_fake() -> Result<(SocketAddr, Arc<Fake>)> {
                     }
                 },
             ),
+        )
+        .route(
+            "/stamp",
+            get(|State(f): State<Arc<Fake>>| async move {
+                f.hits.fetch_add(1, Ordering::SeqCst);
+                f.stamped_at
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(std::time::Instant::now());
+                Json(json!({ "ok": true }))
+            }),
         )
         .route(
             "/bad",
