@@ -300,9 +300,11 @@ pub fn markdown(registry: &Registry) -> String {
         "# Connectors\n\n\
          Generated from the connector manifests by `switchyard connectors --markdown`; a test fails\n\
          when this page and the manifests disagree.\n\n\
-         Today the manifests tell the validator which `connector.action` names exist. **No action\n\
-         executes yet**: execution, connections and credentials come with the engine, the\n\
-         governance and the connector catalog work.\n",
+         Every manifest tells the validator which `connector.action` names exist. Today only\n\
+         `http.request` executes; the other actions come with the governance (connections,\n\
+         credentials) and connector catalog work, and a step using one fails with `invalid_input`.\n\
+         `http.request` takes `{method, url, headers, query, json | body, expect, timeout_ms,\n\
+         idempotency}` and returns `{status, headers, body}` (see `connectors/src/http/request.rs`).\n",
     );
     for m in registry.manifests() {
         let auth: Vec<String> = m

@@ -1,7 +1,14 @@
-//! Failure classification for every HTTP connector, decided from status codes and error kinds.
+//! Failure classification for every HTTP connector, decided from types and status codes.
+//!
+//! Every way an outbound call can fail is a [`Failure`]; [`classify`] turns one into a
+//! [`Verdict`]: a stable [`ErrorCode`] and, when the code is retryable, how long the provider
+//! asked us to wait. A connector whose provider bends HTTP (Slack's `200` with `ok: false`,
+//! GitHub's secondary rate limits on `403`) implements [`Quirks`] to judge a response before
+//! the generic rules do.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
+use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use schemas::envelope::ErrorCode;
 
@@ -17,127 +24,292 @@ pub enum Classification {
     Permanent,
 }
 
-/// The error code for an HTTP status that is a failure.
-pub fn code_for_status(status: u16) -> ErrorCode {
-    match status {
-        401 => ErrorCode::Unauthorized,
-        403 => ErrorCode::Forbidden,
-        404 | 410 => ErrorCode::NotFound,
-        409 | 412 => ErrorCode::Conflict,
-        408 | 504 => ErrorCode::Timeout,
-        429 => ErrorCode::RateLimited,
-        500..=599 if status != 501 => ErrorCode::UpstreamUnavailable,
-        _ => ErrorCode::InvalidInput,
+/// The decision about one failure: its code and the provider's requested wait.
+///
+/// Retryability follows from the code ([`ErrorCode::is_retryable`]), so the two cannot
+/// disagree; a wait is kept only on a retryable verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    code: ErrorCode,
+    after: Option<Duration>,
+}
+
+impl Verdict {
+    /// A verdict with `code`; `after` is dropped when the code is not retryable.
+    pub fn new(code: ErrorCode, after: Option<Duration>) -> Self {
+        Verdict {
+            code,
+            after: after.filter(|_| code.is_retryable()),
+        }
+    }
+
+    /// The stable code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// The provider's requested wait, on a retryable verdict.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.after
+    }
+
+    /// Retryable (with its wait) or permanent.
+    pub fn classification(&self) -> Classification {
+        if self.code.is_retryable() {
+            Classification::Retryable { after: self.after }
+        } else {
+            Classification::Permanent
+        }
     }
 }
 
-/// Retry 408, 429 and 5xx except 501; everything else is permanent.
-pub fn classify(status: u16, headers: &HeaderMap) -> Classification {
-    let retryable =
-        status == 408 || status == 429 || ((500..=599).contains(&status) && status != 501);
-    if retryable {
-        Classification::Retryable {
-            after: retry_after(headers, SystemTime::now()),
+/// Everything that can go wrong with one outbound call.
+///
+/// The messages say what happened without the URL or any header, so they are safe to show.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    /// The provider answered with a status the caller does not accept.
+    #[error("answered {status}")]
+    Status {
+        /// The status.
+        status: StatusCode,
+        /// What the response asked us to wait ([`super::ratelimit::wait_hint`]).
+        retry_after: Option<Duration>,
+    },
+    /// A connector's [`Quirks`] judged the response a failure, whatever its status.
+    #[error("answered {status} but reported a failure")]
+    Rejected {
+        /// The status.
+        status: StatusCode,
+        /// The connector's decision.
+        verdict: Verdict,
+    },
+    /// No complete answer within the timeout.
+    #[error("did not answer in time")]
+    Timeout,
+    /// The connection could not be opened (refused, DNS, TLS handshake).
+    #[error("could not be reached{}", cause(*.io))]
+    Connect {
+        /// The operating system's reason, when there was one.
+        io: Option<std::io::ErrorKind>,
+    },
+    /// The connection broke while sending the request or reading the response.
+    #[error("dropped the connection mid-exchange{}", cause(*.io))]
+    Transport {
+        /// The operating system's reason, when there was one.
+        io: Option<std::io::ErrorKind>,
+    },
+    /// Redirects went past [`super::MAX_REDIRECTS`].
+    #[error("redirected too many times")]
+    Redirect,
+    /// The response body is larger than the cap; it was not read past the cap.
+    #[error("sent a response larger than the {limit}-byte limit")]
+    TooLarge {
+        /// The cap, in bytes.
+        limit: usize,
+    },
+    /// The request could not be built from its inputs.
+    #[error("could not be sent: the request is malformed")]
+    Request,
+}
+
+impl Failure {
+    /// The failure a client error stands for, from its kind, never its text.
+    pub fn from_reqwest(e: &reqwest::Error) -> Self {
+        if e.is_timeout() {
+            Failure::Timeout
+        } else if e.is_connect() {
+            Failure::Connect { io: io_kind(e) }
+        } else if e.is_redirect() {
+            Failure::Redirect
+        } else if e.is_builder() {
+            Failure::Request
+        } else {
+            Failure::Transport { io: io_kind(e) }
         }
-    } else {
-        Classification::Permanent
     }
 }
 
-/// The wait a response asks for: `Retry-After` (seconds or HTTP-date), else a rate-limit
-/// reset header. Garbage values are ignored rather than trusted.
-pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let get = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    };
-    if let Some(v) = get("retry-after") {
-        if let Ok(secs) = v.parse::<u64>() {
-            return Some(Duration::from_secs(secs.min(86_400)));
+/// The kind of the first I/O error under `e`: a fixed phrase such as "connection refused",
+/// where the errors' own text may carry the URL.
+fn io_kind(e: &reqwest::Error) -> Option<std::io::ErrorKind> {
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
         }
-        if let Ok(at) = httpdate_parse(v) {
-            return Some(at.duration_since(now).unwrap_or_default());
-        }
-    }
-    for name in ["ratelimit-reset", "x-ratelimit-reset"] {
-        if let Some(secs) = get(name).and_then(|v| v.parse::<u64>().ok()) {
-            // Providers disagree: some send seconds until reset, others the reset instant in
-            // epoch seconds. A value larger than a day cannot be a delay, so it is an instant.
-            if secs > 86_400 {
-                let at = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
-                return Some(
-                    at.duration_since(now)
-                        .unwrap_or_default()
-                        .min(Duration::from_secs(86_400)),
-                );
-            }
-            return Some(Duration::from_secs(secs));
-        }
+        source = err.source();
     }
     None
 }
 
-/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the only form senders must use.
-fn httpdate_parse(v: &str) -> Result<SystemTime, ()> {
-    let dt = chrono::DateTime::parse_from_rfc2822(v).map_err(|_| ())?;
-    let secs = u64::try_from(dt.timestamp()).map_err(|_| ())?;
-    Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+fn cause(io: Option<std::io::ErrorKind>) -> String {
+    io.map(|kind| format!(" ({kind})")).unwrap_or_default()
+}
+
+/// The one decision for every HTTP failure.
+///
+/// Statuses: `408` is `timeout`; `429` is `rate_limited`; `5xx` is `upstream_unavailable`,
+/// except `501` (the server will never do this), which is permanent like every other `4xx`:
+/// `401` `unauthorized`, `403` `forbidden`, `404`/`410` `not_found`, `409`/`412` `conflict`,
+/// the rest (and any `1xx`–`3xx` the caller did not accept) `invalid_input`.
+/// Timeouts are `timeout`, connection failures `upstream_unavailable`, both retryable.
+pub fn classify(failure: &Failure) -> Verdict {
+    match failure {
+        Failure::Status {
+            status,
+            retry_after,
+        } => Verdict::new(code_for_status(*status), *retry_after),
+        Failure::Rejected { verdict, .. } => *verdict,
+        Failure::Timeout => Verdict::new(ErrorCode::Timeout, None),
+        Failure::Connect { .. } | Failure::Transport { .. } => {
+            Verdict::new(ErrorCode::UpstreamUnavailable, None)
+        }
+        // Same inputs, same redirects, same body: another attempt ends the same way.
+        Failure::Redirect | Failure::TooLarge { .. } | Failure::Request => {
+            Verdict::new(ErrorCode::InvalidInput, None)
+        }
+    }
+}
+
+fn code_for_status(status: StatusCode) -> ErrorCode {
+    match status.as_u16() {
+        401 => ErrorCode::Unauthorized,
+        403 => ErrorCode::Forbidden,
+        404 | 410 => ErrorCode::NotFound,
+        409 | 412 => ErrorCode::Conflict,
+        408 => ErrorCode::Timeout,
+        429 => ErrorCode::RateLimited,
+        501 => ErrorCode::InvalidInput,
+        500..=599 => ErrorCode::UpstreamUnavailable,
+        _ => ErrorCode::InvalidInput,
+    }
+}
+
+/// A connector's own reading of its provider's responses, for providers that bend HTTP.
+///
+/// [`super::send`] consults it for every response it reads, accepted or not, before the
+/// generic status rules.
+pub trait Quirks: Send + Sync {
+    /// `Some(verdict)` makes this response a failure with that verdict; `None` leaves it to
+    /// the generic rules. `body` is the whole body of an accepted response, or the first
+    /// [`super::ERROR_BODY_BYTES`] of any other.
+    fn judge(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Option<Verdict>;
+}
+
+/// The generic rules alone, for providers that use HTTP as specified.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoQuirks;
+
+impl Quirks for NoQuirks {
+    fn judge(&self, _: StatusCode, _: &HeaderMap, _: &[u8]) -> Option<Verdict> {
+        None
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::HeaderValue;
 
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(*k, HeaderValue::from_str(v).expect("header"));
+    fn status(code: u16) -> Failure {
+        Failure::Status {
+            status: StatusCode::from_u16(code).expect("status"),
+            retry_after: Some(Duration::from_secs(1)),
         }
-        h
     }
 
     #[test]
-    fn statuses_classify_as_documented() {
-        let none = HeaderMap::new();
-        for s in [408, 429, 500, 502, 503, 504] {
-            assert!(
-                matches!(classify(s, &none), Classification::Retryable { .. }),
+    fn retryable_statuses_are_408_429_and_5xx_but_501() {
+        for s in [408, 429, 500, 502, 503, 504, 505] {
+            assert_eq!(
+                classify(&status(s)).classification(),
+                Classification::Retryable {
+                    after: Some(Duration::from_secs(1))
+                },
                 "{s}"
             );
         }
-        for s in [400, 401, 403, 404, 409, 422, 501] {
-            assert_eq!(classify(s, &none), Classification::Permanent, "{s}");
+        for s in [200, 302, 400, 401, 403, 404, 405, 409, 413, 422, 501] {
+            assert_eq!(
+                classify(&status(s)).classification(),
+                Classification::Permanent,
+                "{s}"
+            );
         }
-        assert_eq!(code_for_status(429), ErrorCode::RateLimited);
-        assert_eq!(code_for_status(400), ErrorCode::InvalidInput);
-        assert_eq!(code_for_status(501), ErrorCode::InvalidInput);
     }
 
     #[test]
-    fn retry_after_seconds_and_dates_are_read() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777);
+    fn statuses_map_to_the_stable_codes() {
+        for (s, code) in [
+            (400, ErrorCode::InvalidInput),
+            (401, ErrorCode::Unauthorized),
+            (403, ErrorCode::Forbidden),
+            (404, ErrorCode::NotFound),
+            (409, ErrorCode::Conflict),
+            (422, ErrorCode::InvalidInput),
+            (429, ErrorCode::RateLimited),
+            (500, ErrorCode::UpstreamUnavailable),
+            (501, ErrorCode::InvalidInput),
+        ] {
+            assert_eq!(classify(&status(s)).code(), code, "{s}");
+        }
+    }
+
+    #[test]
+    fn permanent_verdicts_carry_no_wait() {
+        assert_eq!(classify(&status(400)).retry_after(), None);
+    }
+
+    #[test]
+    fn network_failures_are_retryable_and_oversized_bodies_are_not() {
+        assert_eq!(classify(&Failure::Timeout).code(), ErrorCode::Timeout);
         assert_eq!(
-            retry_after(&headers(&[("retry-after", "2")]), now),
-            Some(Duration::from_secs(2))
+            classify(&Failure::Connect { io: None }).code(),
+            ErrorCode::UpstreamUnavailable
         );
         assert_eq!(
-            retry_after(
-                &headers(&[("retry-after", "Sun, 06 Nov 1994 08:49:47 GMT")]),
-                now
-            ),
-            Some(Duration::from_secs(10))
-        );
-        assert_eq!(retry_after(&headers(&[("retry-after", "soon")]), now), None);
-        assert_eq!(
-            retry_after(&headers(&[("x-ratelimit-reset", "30")]), now),
-            Some(Duration::from_secs(30))
+            classify(&Failure::Transport { io: None }).classification(),
+            Classification::Retryable { after: None }
         );
         assert_eq!(
-            retry_after(&headers(&[("x-ratelimit-reset", "784111807")]), now),
-            Some(Duration::from_secs(30))
+            classify(&Failure::TooLarge { limit: 1 }).classification(),
+            Classification::Permanent
+        );
+    }
+
+    /// Slack answers `200` with `{"ok": false, "error": "..."}` for failures.
+    struct SlackLike;
+
+    impl Quirks for SlackLike {
+        fn judge(&self, _: StatusCode, _: &HeaderMap, body: &[u8]) -> Option<Verdict> {
+            let body: serde_json::Value = serde_json::from_slice(body).ok()?;
+            if body["ok"] != false {
+                return None;
+            }
+            let code = match body["error"].as_str() {
+                Some("ratelimited") => ErrorCode::RateLimited,
+                Some("invalid_auth" | "not_authed") => ErrorCode::Unauthorized,
+                Some("token_revoked") => ErrorCode::ConnectionRevoked,
+                _ => ErrorCode::InvalidInput,
+            };
+            Some(Verdict::new(code, None))
+        }
+    }
+
+    #[test]
+    fn quirks_turn_a_200_with_ok_false_into_a_classified_failure() {
+        let judge =
+            |body: &str| SlackLike.judge(StatusCode::OK, &HeaderMap::new(), body.as_bytes());
+        assert_eq!(judge(r#"{"ok": true}"#), None);
+        let revoked = judge(r#"{"ok": false, "error": "token_revoked"}"#).expect("a failure");
+        assert_eq!(revoked.code(), ErrorCode::ConnectionRevoked);
+        let limited = Failure::Rejected {
+            status: StatusCode::OK,
+            verdict: judge(r#"{"ok": false, "error": "ratelimited"}"#).expect("a failure"),
+        };
+        assert_eq!(
+            classify(&limited).classification(),
+            Classification::Retryable { after: None }
         );
     }
 }

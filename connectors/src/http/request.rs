@@ -1,265 +1,427 @@
-//! `http.request`: one HTTP call, output `{status, headers, body}`.
+//! `http.request`: one HTTP call to any URL, output `{status, headers, body}`.
 //!
-//! Input (the step's `with`):
-//! `{ method = "GET", url, headers?: {name: value}, query?: {name: scalar}, json?: any,
-//!    body?: string, expect?: [status…], idempotency?: bool }`.
-//! A status in `expect` (default: any 2xx) is success; any other is an error classified like
-//! every HTTP failure. With `idempotency: true` the step's idempotency key (derived from the run
-//! and step) is sent as `Idempotency-Key`.
+//! # Input (the step's `with`)
+//! | field | type | meaning |
+//! | --- | --- | --- |
+//! | `method` | string | `GET` (default), `HEAD`, `POST`, `PUT`, `PATCH`, `DELETE` or `OPTIONS`, any case |
+//! | `url` | string | absolute `http` or `https` URL (required) |
+//! | `headers` | `{name: string \| number \| bool}` | request headers; `host`, `content-length`, `transfer-encoding`, `connection` and `upgrade` are the client's to set |
+//! | `query` | `{name: string \| number \| bool}` | appended to the URL's query, encoded |
+//! | `json` | any | body, serialized as JSON (sets `content-type: application/json` unless `headers` does) |
+//! | `body` | string | body as is; give `json` or `body`, not both |
+//! | `expect` | `[status…]` | statuses that count as success (default: any `2xx`) |
+//! | `timeout_ms` | positive integer | a tighter bound than the step's timeout (never a looser one) |
+//! | `idempotency` | bool | `true` sends the step's idempotency key (derived from its run and step, the same for every attempt) as `Idempotency-Key`, so a provider that honours it performs a retried write once |
+//!
+//! A `null` field is the same as leaving it out. An unknown field is an error, so a typo does
+//! not silently send a different request.
+//!
+//! # Output
+//! `{ status, headers: {lowercased name: value}, body }`. `body` is the parsed document when
+//! the response's content type is JSON (`application/json`, `application/*+json`) and parses; otherwise
+//! the text; `null` when empty. A body that is not UTF-8 is base64 and the output then also has
+//! `"body_base64": true`. Repeated headers are joined with `, `; credential-like response
+//! headers (`set-cookie`, …, see [`super::redact::is_sensitive`]) read `[redacted]`, since
+//! outputs are stored and shown.
+//!
+//! # Failures
+//! A status outside `expect` is an error classified like every HTTP failure
+//! ([`super::classify()`]): a `500` is retryable, a `400` is not. Its message names the host and
+//! status and quotes a short excerpt of the body, with the values of credential-like request
+//! headers and query parameters scrubbed out. The step's `traceparent` is forwarded unless
+//! `headers` sets one.
 
-use futures::StreamExt;
-use reqwest::Method;
+use std::time::Duration;
+
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Method, StatusCode, Url};
+use schemas::envelope::ErrorCode;
 use serde_json::{Map, Value, json};
 
-use super::classify::{Classification, classify, code_for_status};
+use super::redact::{REDACTED, Secrets, is_sensitive};
+use super::{NoQuirks, Response};
 use crate::action::ActionContext;
 use crate::error::ActionError;
-use schemas::envelope::ErrorCode;
 
-/// Runs the action.
+const FIELDS: &str = "method, url, headers, query, json, body, expect, timeout_ms, idempotency";
+
+const METHODS: [Method; 7] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+    Method::OPTIONS,
+];
+
+/// Headers that describe the connection or the message framing, which the client computes.
+const CLIENT_HEADERS: [&str; 5] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+];
+
+/// Runs `http.request` with the step's rendered `with`.
 pub async fn execute(ctx: &ActionContext, input: &Value) -> Result<Value, ActionError> {
-    let Some(input) = input.as_object() else {
-        return Err(ActionError::new(
-            ErrorCode::InvalidInput,
-            "with: must be a mapping",
-        ));
-    };
-    for key in input.keys() {
-        if !matches!(
-            key.as_str(),
-            "method" | "url" | "headers" | "query" | "json" | "body" | "expect" | "idempotency"
-        ) {
-            return Err(ActionError::invalid_input(
-                key,
-                "unknown field; expected method, url, headers, query, json, body, expect or idempotency",
-            ));
-        }
+    let Input {
+        method,
+        url,
+        mut headers,
+        body,
+        expect,
+        timeout,
+        idempotency,
+    } = Input::parse(input)?;
+    let secrets = secrets_of(&url, &headers);
+    if idempotency {
+        let key = ctx.idempotency_key.as_deref().ok_or_else(|| {
+            ActionError::new(
+                ErrorCode::Internal,
+                "with.idempotency: this execution has no idempotency key to send",
+            )
+        })?;
+        let key = HeaderValue::from_str(key).map_err(|_| {
+            ActionError::new(
+                ErrorCode::Internal,
+                "the idempotency key is not a valid header value",
+            )
+        })?;
+        headers.insert("idempotency-key", key);
     }
-    let method = match input.get("method") {
-        None => Method::GET,
-        Some(Value::String(m)) => {
-            Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| {
-                ActionError::invalid_input("method", format!("`{m}` is not an HTTP method"))
-            })?
-        }
-        Some(_) => return Err(ActionError::invalid_input("method", "must be a string")),
-    };
-    let url = input
-        .get("url")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ActionError::invalid_input("url", "is required"))?;
-    let mut url = reqwest::Url::parse(url)
-        .ok()
-        .filter(|u| matches!(u.scheme(), "http" | "https"))
-        .ok_or_else(|| ActionError::invalid_input("url", "not an absolute http(s) URL"))?;
-    if let Some(q) = input.get("query") {
-        let q = q
-            .as_object()
-            .ok_or_else(|| ActionError::invalid_input("query", "must be a mapping"))?;
-        let mut pairs = url.query_pairs_mut();
-        for (k, v) in q {
-            let v = match v {
-                Value::String(s) => s.clone(),
-                Value::Number(_) | Value::Bool(_) => v.to_string(),
-                _ => {
-                    return Err(ActionError::invalid_input(
-                        &format!("query.{k}"),
-                        "must be a string, number or boolean",
-                    ));
-                }
-            };
-            pairs.append_pair(k, &v);
-        }
-    }
-    let mut headers = HeaderMap::new();
-    if let Some(h) = input.get("headers") {
-        let h = h
-            .as_object()
-            .ok_or_else(|| ActionError::invalid_input("headers", "must be a mapping"))?;
-        for (k, v) in h {
-            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
-                ActionError::invalid_input(&format!("headers.{k}"), "not a valid header name")
-            })?;
-            let text = v
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| v.to_string());
-            let value = HeaderValue::from_str(&text).map_err(|_| {
-                ActionError::invalid_input(&format!("headers.{k}"), "not a valid header value")
-            })?;
-            headers.insert(name, value);
-        }
-    }
-    if input.get("idempotency").and_then(Value::as_bool) == Some(true)
-        && let Some(key) = &ctx.idempotency_key
-        && let Ok(v) = HeaderValue::from_str(key)
+    if let Some(tp) = ctx.traceparent.as_deref()
+        && let Ok(tp) = HeaderValue::from_str(tp)
     {
-        headers.insert("idempotency-key", v);
+        headers.entry("traceparent").or_insert(tp);
     }
-    if let Some(tp) = &ctx.traceparent
-        && let Ok(v) = HeaderValue::from_str(tp)
-    {
-        headers.entry("traceparent").or_insert(v);
-    }
-    let expect: Option<Vec<u16>> = match input.get("expect") {
-        None => None,
-        Some(Value::Array(list)) => Some(
-            list.iter()
-                .map(|v| {
-                    v.as_u64()
-                        .and_then(|n| u16::try_from(n).ok())
-                        .filter(|n| (100..=599).contains(n))
-                })
-                .collect::<Option<Vec<u16>>>()
-                .ok_or_else(|| {
-                    ActionError::invalid_input("expect", "must be a list of HTTP status codes")
-                })?,
-        ),
-        Some(_) => {
-            return Err(ActionError::invalid_input(
-                "expect",
-                "must be a list of HTTP status codes",
-            ));
-        }
+    let host = match url.port() {
+        Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+        None => url.host_str().unwrap_or_default().to_owned(),
     };
-
+    let timeout = timeout.map_or(ctx.timeout, |t| t.min(ctx.timeout));
     let mut request = ctx
         .http
-        .request(method, url.clone())
+        .request(method, url)
         .headers(headers)
-        .timeout(ctx.timeout);
-    match (input.get("json"), input.get("body")) {
-        (Some(_), Some(_)) => {
-            return Err(ActionError::invalid_input(
-                "body",
-                "give `json` or `body`, not both",
-            ));
-        }
-        (Some(j), None) => request = request.json(j),
-        (None, Some(Value::String(b))) => request = request.body(b.clone()),
-        (None, Some(_)) => {
-            return Err(ActionError::invalid_input(
-                "body",
-                "must be a string; use `json` for structured data",
-            ));
-        }
-        (None, None) => {}
-    }
-    let host = url.host_str().unwrap_or("").to_owned();
-    url.set_query(None);
-    let response = request
-        .send()
-        .await
-        .map_err(|e| transport_error(&e, &host))?;
-    let status = response.status().as_u16();
-    let response_headers = response.headers().clone();
-    let content_type = response_headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let bytes = read_bounded(response, ctx.max_response_bytes, &host).await?;
-    let body = decode_body(&content_type, bytes);
-    let ok = match &expect {
-        Some(list) => list.contains(&status),
-        None => (200..300).contains(&status),
+        .timeout(timeout);
+    request = match body {
+        Body::Empty => request,
+        Body::Json(value) => request.json(&value),
+        Body::Text(text) => request.body(text),
     };
-    if !ok {
-        let after = match classify(status, &response_headers) {
-            Classification::Retryable { after } => after,
-            Classification::Permanent => None,
+    let accept = |status: StatusCode| match &expect {
+        Some(list) => list.contains(&status.as_u16()),
+        None => status.is_success(),
+    };
+    let response = super::send(request, ctx.max_response_bytes, accept, &NoQuirks)
+        .await
+        .map_err(|e| e.into_action_error(&host, &secrets))?;
+    Ok(output(response))
+}
+
+/// The validated inputs.
+struct Input {
+    method: Method,
+    url: Url,
+    headers: HeaderMap,
+    body: Body,
+    expect: Option<Vec<u16>>,
+    timeout: Option<Duration>,
+    idempotency: bool,
+}
+
+enum Body {
+    Empty,
+    Json(Value),
+    Text(String),
+}
+
+impl Input {
+    fn parse(input: &Value) -> Result<Input, ActionError> {
+        let Some(input) = input.as_object() else {
+            return Err(ActionError::new(
+                ErrorCode::InvalidInput,
+                "with: must be a mapping of inputs",
+            ));
         };
-        let excerpt: String = match &body {
-            Value::String(s) => s.chars().take(200).collect(),
-            other => other.to_string().chars().take(200).collect(),
+        if let Some(unknown) = input.keys().find(|k| !FIELDS.split(", ").any(|f| f == *k)) {
+            return Err(ActionError::invalid_input(
+                unknown,
+                format!("unknown field; expected one of {FIELDS}"),
+            ));
+        }
+        let field = |name: &str| input.get(name).filter(|v| !v.is_null());
+
+        let method = match field("method") {
+            None => Method::GET,
+            Some(Value::String(m)) => METHODS
+                .into_iter()
+                .find(|known| known.as_str().eq_ignore_ascii_case(m.trim()))
+                .ok_or_else(|| {
+                    ActionError::invalid_input(
+                        "method",
+                        format!("`{m}` is not one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+                    )
+                })?,
+            Some(_) => return Err(ActionError::invalid_input("method", "must be a string")),
         };
-        let mut code = code_for_status(status);
-        if expect.is_some() && (200..300).contains(&status) {
-            code = ErrorCode::InvalidInput;
+
+        let mut url = match field("url") {
+            None => return Err(ActionError::invalid_input("url", "is required")),
+            Some(Value::String(u)) => Url::parse(u.trim())
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+                // The URL itself is not quoted: its query may hold a key.
+                .ok_or_else(|| ActionError::invalid_input("url", "not an absolute http(s) URL"))?,
+            Some(_) => return Err(ActionError::invalid_input("url", "must be a string")),
+        };
+
+        if let Some(query) = field("query") {
+            let query = query
+                .as_object()
+                .ok_or_else(|| ActionError::invalid_input("query", "must be a mapping"))?;
+            let mut pairs = url.query_pairs_mut();
+            for (name, value) in query {
+                let value = scalar(value).ok_or_else(|| {
+                    ActionError::invalid_input(
+                        &format!("query.{name}"),
+                        "must be a string, number or boolean",
+                    )
+                })?;
+                pairs.append_pair(name, &value);
+            }
         }
-        return Err(ActionError {
-            code,
-            message: format!("{host} answered {status}: {excerpt}"),
-            retry_after: after,
-            status: Some(status),
-        });
+
+        let mut headers = HeaderMap::new();
+        if let Some(given) = field("headers") {
+            let given = given
+                .as_object()
+                .ok_or_else(|| ActionError::invalid_input("headers", "must be a mapping"))?;
+            for (name, value) in given {
+                let at = format!("headers.{name}");
+                let header = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| ActionError::invalid_input(&at, "not a valid header name"))?;
+                if CLIENT_HEADERS.contains(&header.as_str()) {
+                    return Err(ActionError::invalid_input(
+                        &at,
+                        "is set by the client from the URL and body; remove it",
+                    ));
+                }
+                let text = scalar(value).ok_or_else(|| {
+                    ActionError::invalid_input(&at, "must be a string, number or boolean")
+                })?;
+                // The value is not quoted: it may be a credential.
+                let value = HeaderValue::from_str(&text).map_err(|_| {
+                    ActionError::invalid_input(
+                        &at,
+                        "not a valid header value (no line breaks or control characters)",
+                    )
+                })?;
+                headers.insert(header, value);
+            }
+        }
+
+        let body = match (field("json"), field("body")) {
+            (Some(_), Some(_)) => {
+                return Err(ActionError::invalid_input(
+                    "body",
+                    "give `json` or `body`, not both",
+                ));
+            }
+            (Some(json), None) => Body::Json(json.clone()),
+            (None, Some(Value::String(text))) => Body::Text(text.clone()),
+            (None, Some(_)) => {
+                return Err(ActionError::invalid_input(
+                    "body",
+                    "must be a string; use `json` for structured data",
+                ));
+            }
+            (None, None) => Body::Empty,
+        };
+
+        let expect = match field("expect") {
+            None => None,
+            Some(Value::Array(list)) if !list.is_empty() => Some(
+                list.iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        v.as_u64()
+                            .and_then(|n| u16::try_from(n).ok())
+                            .filter(|n| (100..=599).contains(n))
+                            .ok_or_else(|| {
+                                ActionError::invalid_input(
+                                    &format!("expect[{i}]"),
+                                    format!("`{v}` is not an HTTP status code (100-599)"),
+                                )
+                            })
+                    })
+                    .collect::<Result<Vec<u16>, _>>()?,
+            ),
+            Some(_) => {
+                return Err(ActionError::invalid_input(
+                    "expect",
+                    "must be a non-empty list of HTTP status codes",
+                ));
+            }
+        };
+
+        let timeout = match field("timeout_ms") {
+            None => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .filter(|ms| *ms > 0)
+                    .map(Duration::from_millis)
+                    .ok_or_else(|| {
+                        ActionError::invalid_input(
+                            "timeout_ms",
+                            "must be a positive whole number of milliseconds",
+                        )
+                    })?,
+            ),
+        };
+
+        let idempotency = match field("idempotency") {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                return Err(ActionError::invalid_input(
+                    "idempotency",
+                    "must be true or false",
+                ));
+            }
+        };
+        if idempotency && headers.contains_key("idempotency-key") {
+            return Err(ActionError::invalid_input(
+                "idempotency",
+                "`headers` already sets Idempotency-Key; give one or the other",
+            ));
+        }
+
+        Ok(Input {
+            method,
+            url,
+            headers,
+            body,
+            expect,
+            timeout,
+            idempotency,
+        })
     }
-    let mut out_headers = Map::new();
-    for (name, value) in &response_headers {
-        if let Ok(v) = value.to_str() {
-            out_headers.insert(name.as_str().to_owned(), Value::String(v.to_owned()));
+}
+
+/// A query or header value as text; `None` for mappings and lists.
+fn scalar(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(_) | Value::Bool(_) => Some(value.to_string()),
+        Value::Null | Value::Array(_) | Value::Object(_) => None,
+    }
+}
+
+/// The credential-like values of a request: sensitive headers and query parameters, and a
+/// password in the URL.
+fn secrets_of(url: &Url, headers: &HeaderMap) -> Secrets {
+    let mut secrets = Secrets::default();
+    for (name, value) in headers {
+        if let Ok(value) = value.to_str() {
+            secrets.note(name.as_str(), value);
         }
     }
-    Ok(json!({ "status": status, "headers": out_headers, "body": body }))
-}
-
-fn transport_error(e: &reqwest::Error, host: &str) -> ActionError {
-    // The error's own text can contain the full URL with credentials in its query: say only
-    // what kind of failure it was and where.
-    if e.is_timeout() {
-        ActionError::new(ErrorCode::Timeout, format!("{host} did not answer in time"))
-    } else if e.is_connect() {
-        ActionError::new(
-            ErrorCode::UpstreamUnavailable,
-            format!("cannot connect to {host}"),
-        )
-    } else if e.is_builder() {
-        ActionError::new(
-            ErrorCode::InvalidInput,
-            format!("the request to {host} could not be built"),
-        )
-    } else {
-        ActionError::new(
-            ErrorCode::UpstreamUnavailable,
-            format!("request to {host} failed"),
-        )
+    for (name, value) in url.query_pairs() {
+        secrets.note(&name, &value);
     }
-}
-
-/// Reads the body chunk by chunk and stops at the cap, so an oversized response is refused
-/// without being held in memory.
-async fn read_bounded(
-    response: reqwest::Response,
-    max: usize,
-    host: &str,
-) -> Result<Vec<u8>, ActionError> {
-    if response.content_length().is_some_and(|n| n > max as u64) {
-        return Err(too_large(host, max));
+    if let Some(password) = url.password() {
+        secrets.note("password", password);
     }
-    let mut stream = response.bytes_stream();
-    let mut out = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| transport_error(&e, host))?;
-        if out.len() + chunk.len() > max {
-            return Err(too_large(host, max));
-        }
-        out.extend_from_slice(&chunk);
+    secrets
+}
+
+fn output(response: Response) -> Value {
+    let mut headers = Map::new();
+    for name in response.headers.keys() {
+        let value = if is_sensitive(name.as_str()) {
+            REDACTED.to_owned()
+        } else {
+            response
+                .headers
+                .get_all(name)
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        headers.insert(name.as_str().to_owned(), Value::String(value));
     }
-    Ok(out)
+    let content_type = response
+        .headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let mut out = json!({ "status": response.status.as_u16(), "headers": headers });
+    let (body, base64) = decode_body(content_type, response.body);
+    out["body"] = body;
+    if base64 {
+        out["body_base64"] = Value::Bool(true);
+    }
+    out
 }
 
-fn too_large(host: &str, max: usize) -> ActionError {
-    ActionError::new(
-        ErrorCode::InvalidInput,
-        format!("the response from {host} is larger than the {max}-byte limit"),
-    )
-}
-
-fn decode_body(content_type: &str, bytes: Vec<u8>) -> Value {
+/// The body as JSON, text or base64, and whether it is base64.
+fn decode_body(content_type: &str, bytes: Vec<u8>) -> (Value, bool) {
     if bytes.is_empty() {
-        return Value::Null;
+        return (Value::Null, false);
     }
-    if content_type.contains("json")
-        && let Ok(v) = serde_json::from_slice::<Value>(&bytes)
+    if is_json(content_type)
+        && let Ok(value) = serde_json::from_slice::<Value>(&bytes)
     {
-        return v;
+        return (value, false);
     }
     match String::from_utf8(bytes) {
-        Ok(s) => Value::String(s),
+        Ok(text) => (Value::String(text), false),
         Err(e) => {
             use base64::Engine as _;
-            json!({ "base64": base64::engine::general_purpose::STANDARD.encode(e.into_bytes()) })
+            let encoded = base64::engine::general_purpose::STANDARD.encode(e.into_bytes());
+            (Value::String(encoded), true)
         }
+    }
+}
+
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types_are_recognised() {
+        for ct in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/problem+json",
+        ] {
+            assert!(is_json(ct), "{ct}");
+        }
+        for ct in ["text/plain", "application/jsonl", "", "text/json+html"] {
+            assert!(!is_json(ct), "{ct}");
+        }
+    }
+
+    #[test]
+    fn json_content_type_that_does_not_parse_is_returned_as_text() {
+        assert_eq!(
+            decode_body("application/json", b"{oops".to_vec()),
+            (Value::String("{oops".into()), false)
+        );
     }
 }

@@ -111,3 +111,106 @@ pub enum AttemptStatus {
     #[sea_orm(string_value = "failed")]
     Failed,
 }
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{ActiveEnum, Iterable};
+
+    use super::*;
+
+    /// The stored string of every variant: what the database column holds, and what the API
+    /// shows through serde. They must be the same word, and fit the `VARCHAR(16)` column.
+    fn stored<T>() -> Vec<(T, String)>
+    where
+        T: ActiveEnum<Value = String> + Iterable + Serialize,
+    {
+        T::iter()
+            .map(|variant| {
+                let column = variant.to_value();
+                let wire = serde_json::to_value(&variant).expect("serializes");
+                assert_eq!(wire, serde_json::Value::String(column.clone()));
+                assert!(column.len() <= 16, "{column} does not fit VARCHAR(16)");
+                (variant, column)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn run_statuses_store_as_their_snake_case_names() {
+        let words: Vec<_> = stored::<RunStatus>().into_iter().map(|(_, w)| w).collect();
+        assert_eq!(
+            words,
+            [
+                "queued",
+                "running",
+                "waiting",
+                "succeeded",
+                "failed",
+                "cancelled",
+                "timed_out"
+            ]
+        );
+        for (status, word) in stored::<RunStatus>() {
+            assert_eq!(RunStatus::try_from_value(&word), Ok(status));
+        }
+        assert!(RunStatus::try_from_value(&"done".to_owned()).is_err());
+    }
+
+    #[test]
+    fn step_statuses_store_as_their_snake_case_names() {
+        let words: Vec<_> = stored::<StepStatus>().into_iter().map(|(_, w)| w).collect();
+        assert_eq!(
+            words,
+            [
+                "pending",
+                "dispatched",
+                "running",
+                "retry_wait",
+                "succeeded",
+                "failed",
+                "skipped",
+                "cancelled"
+            ]
+        );
+        for (status, word) in stored::<StepStatus>() {
+            assert_eq!(StepStatus::try_from_value(&word), Ok(status));
+        }
+    }
+
+    #[test]
+    fn attempt_statuses_store_as_their_snake_case_names() {
+        let words: Vec<_> = stored::<AttemptStatus>()
+            .into_iter()
+            .map(|(_, w)| w)
+            .collect();
+        assert_eq!(words, ["succeeded", "failed"]);
+    }
+
+    #[test]
+    fn only_ended_runs_are_terminal() {
+        let terminal: Vec<_> = RunStatus::iter().filter(|s| s.is_terminal()).collect();
+        assert_eq!(
+            terminal,
+            [
+                RunStatus::Succeeded,
+                RunStatus::Failed,
+                RunStatus::Cancelled,
+                RunStatus::TimedOut
+            ]
+        );
+    }
+
+    #[test]
+    fn only_finished_steps_are_terminal() {
+        let terminal: Vec<_> = StepStatus::iter().filter(|s| s.is_terminal()).collect();
+        assert_eq!(
+            terminal,
+            [
+                StepStatus::Succeeded,
+                StepStatus::Failed,
+                StepStatus::Skipped,
+                StepStatus::Cancelled
+            ]
+        );
+    }
+}

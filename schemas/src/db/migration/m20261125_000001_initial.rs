@@ -112,6 +112,13 @@ enum Events {
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
+    // PostgreSQL gets a transaction by default; SQLite's DDL is transactional too, so ask for
+    // one there as well: the tables, the default workspace and the record that the migration
+    // ran then commit together, and a crash part-way leaves nothing behind to trip over.
+    fn use_transaction(&self) -> Option<bool> {
+        Some(true)
+    }
+
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .create_table(
