@@ -94,6 +94,8 @@ pub struct Shared {
     pub nats: async_nats::Client,
     /// Wakes the relay after a commit that wrote outbox rows.
     pub outbox: Arc<Notify>,
+    /// This engine's parsed definitions.
+    pub definitions: Arc<store::Definitions>,
 }
 
 /// Connects to a database and brings its schema up to date.
@@ -148,6 +150,7 @@ pub async fn run(
         db: db.clone(),
         nats: nats.clone(),
         outbox: Arc::new(Notify::new()),
+        definitions: Arc::new(store::Definitions::default()),
     };
     let relay = tokio::spawn(relay_loop(shared.clone(), js.clone(), stop_rx.clone()));
     let results = tokio::spawn(results_loop(
@@ -272,8 +275,9 @@ async fn results_loop(
             }
         };
         loop {
-            // Wait for one result, then take whatever else is already here: under load a
-            // transaction records many results, when idle one result costs no waiting.
+            // Wait for one result and for a free recorder, then take whatever else is already
+            // here: under load a transaction records many results (those that arrived while
+            // the recorders were busy), when idle one result costs no waiting.
             let first = tokio::select! {
                 n = stream.next() => n,
                 _ = stop.wait_for(|s| *s) => break 'reconnect,
@@ -286,16 +290,16 @@ async fn results_loop(
                 }
                 None => continue 'reconnect,
             };
+            let permit = tokio::select! {
+                p = recorders.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break 'reconnect },
+                _ = stop.wait_for(|s| *s) => break 'reconnect,
+            };
             while arrived.len() < batch {
                 match stream.next().now_or_never() {
                     Some(Some(Ok(m))) => arrived.push(m),
                     _ => break,
                 }
             }
-            let permit = tokio::select! {
-                p = recorders.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break 'reconnect },
-                _ = stop.wait_for(|s| *s) => break 'reconnect,
-            };
             let shared = shared.clone();
             tokio::spawn(async move {
                 record_batch(&shared, arrived).await;
@@ -330,9 +334,11 @@ async fn record_batch(shared: &Shared, arrived: Vec<jetstream::Message>) {
     if results.is_empty() {
         return;
     }
-    match store::record_results(&shared.db, &results).await {
-        Ok(_) => {
-            shared.outbox.notify_one();
+    match store::record_results(&shared.db, &shared.definitions, &results).await {
+        Ok(recorded) => {
+            if recorded.messages {
+                shared.outbox.notify_one();
+            }
             for msg in batch_msgs {
                 if let Err(e) = msg.ack().await {
                     tracing::warn!(error = %e, "ack of a recorded result failed; it will be redelivered and ignored");
@@ -353,8 +359,8 @@ async fn record_batch(shared: &Shared, arrived: Vec<jetstream::Message>) {
 
 async fn tick_loop(shared: Shared, every: Duration, mut stop: watch::Receiver<bool>) {
     loop {
-        match store::tick(&shared.db, 500).await {
-            Ok(n) if n > 0 => shared.outbox.notify_one(),
+        match store::tick(&shared.db, &shared.definitions, 500).await {
+            Ok(done) if done.messages => shared.outbox.notify_one(),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "scheduler tick"),
         }

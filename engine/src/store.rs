@@ -3,40 +3,39 @@
 //!
 //! The database is the source of truth; JetStream only carries work. Each function that
 //! changes a run (starting it, recording results, scheduling retries, cancelling, timing out)
-//! loads the run's steps, asks the [`planner`](crate::planner) what follows, writes the steps
-//! it decided on and their step messages into the outbox, and commits. The relay publishes the
-//! outbox afterwards; a crash in between only delays the messages.
+//! loads its runs and their steps once, applies the change and asks the
+//! [`planner`](crate::planner) what follows, in memory, then writes the changed steps and their
+//! step messages into the outbox with a few multi-row statements and commits (see `work`). The
+//! relay publishes the outbox afterwards; a crash in between only delays the messages.
 //!
 //! Several engine copies may work on the same run: on PostgreSQL the run row is locked
 //! (`SELECT … FOR UPDATE`) for the length of the transaction, and every write is fenced by the
 //! step's attempt number, so a duplicate or stale result changes nothing.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use schemas::db::DEFAULT_WORKSPACE_ID;
 use schemas::db::entities::step_instance::NO_ITEM;
 use schemas::db::entities::{AttemptStatus, RunStatus, StepStatus};
-use schemas::db::entities::{attempt, event, outbox, run, step_instance, workflow_version};
+use schemas::db::entities::{attempt, outbox, run, step_instance, workflow_version};
 use schemas::definition::Workflow;
-use schemas::envelope::{
-    ENVELOPE_VERSION, ErrorCode, EventEnvelope, Outcome, Provenance, StepError, StepMessage,
-    StepResult,
-};
-use schemas::expr::Scope;
-use schemas::transport;
-use sea_orm::sea_query::{Expr, OnConflict};
+use schemas::envelope::{ErrorCode, Outcome, StepError, StepResult};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection,
-    DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::planner::{self, Decision, Item, RunOutcome, RunState, StepState};
 use crate::retry::{self, Verdict};
+
+mod work;
+
+pub use work::Definitions;
+use work::{RunWork, Writes};
 
 /// Grace added to a step's timeout before the reconciler treats a dispatched attempt as lost.
 pub const LOST_ATTEMPT_GRACE: Duration = Duration::from_secs(30);
@@ -160,14 +159,6 @@ pub async fn list_workflows(
         .collect())
 }
 
-fn parse_definition(row: &workflow_version::Model) -> Result<Workflow, StoreError> {
-    serde_json::from_value(row.definition.clone()).map_err(|source| StoreError::Definition {
-        workflow: row.name.clone(),
-        version: row.version,
-        source,
-    })
-}
-
 /// Applies declared defaults and checks required inputs and their JSON types.
 fn resolve_inputs(workflow: &Workflow, input: Value) -> Result<Value, StoreError> {
     let mut given = match input {
@@ -214,6 +205,7 @@ fn resolve_inputs(workflow: &Workflow, input: Value) -> Result<Value, StoreError
 /// Starts a run of the latest version of `name`, unless `idempotency_key` names an earlier one.
 pub async fn start_run(
     db: &DatabaseConnection,
+    definitions: &Definitions,
     workspace_id: Uuid,
     name: &str,
     input: Value,
@@ -232,30 +224,30 @@ pub async fn start_run(
     let row = get_workflow(&tx, workspace_id, name, None)
         .await?
         .ok_or_else(|| StoreError::WorkflowNotFound(name.to_owned()))?;
-    let workflow = parse_definition(&row)?;
+    let workflow = definitions.parse(&row)?;
     let inputs = resolve_inputs(&workflow, input)?;
     let now = Utc::now();
-    let run_id = Uuid::now_v7();
-    let deadline = workflow.timeout.map(|t| now + chrono_duration(t.get()));
-    let inserted = run::ActiveModel {
-        id: Set(run_id),
-        workspace_id: Set(workspace_id),
-        workflow_name: Set(name.to_owned()),
-        workflow_version: Set(row.version),
-        status: Set(RunStatus::Running),
-        input: Set(inputs),
-        outputs: Set(None),
-        error: Set(None),
-        idempotency_key: Set(idempotency_key.map(str::to_owned)),
-        trigger: Set(trigger),
-        created_at: Set(now),
-        started_at: Set(Some(now)),
-        finished_at: Set(None),
-        deadline_at: Set(deadline),
-        updated_at: Set(now),
-    }
-    .insert(&tx)
-    .await;
+    let run_row = run::Model {
+        id: Uuid::now_v7(),
+        workspace_id,
+        workflow_name: name.to_owned(),
+        workflow_version: row.version,
+        status: RunStatus::Running,
+        input: inputs,
+        outputs: None,
+        error: None,
+        idempotency_key: idempotency_key.map(str::to_owned),
+        trigger,
+        created_at: now,
+        started_at: Some(now),
+        finished_at: None,
+        deadline_at: workflow.timeout.map(|t| now + chrono_duration(t.get())),
+        updated_at: now,
+    };
+    let run_id = run_row.id;
+    let inserted = run::Entity::insert(run::ActiveModel::from(run_row.clone()))
+        .exec_without_returning(&tx)
+        .await;
     if let Err(e) = inserted {
         // Two requests with one key raced: the loser answers with the winner's run.
         if let Some(key) = idempotency_key {
@@ -269,11 +261,10 @@ pub async fn start_run(
         }
         return Err(e.into());
     }
-    let run_row = run::Entity::find_by_id(run_id)
-        .one(&tx)
-        .await?
-        .ok_or(StoreError::RunNotFound(run_id))?;
-    advance(&tx, &run_row, &workflow).await?;
+    let mut work = RunWork::new_run(run_row, workflow);
+    let mut writes = Writes::default();
+    work::advance(&mut work, &mut writes, now);
+    work::flush(&tx, [&work], writes).await?;
     tx.commit().await?;
     Ok(Started {
         run_id,
@@ -300,551 +291,131 @@ fn chrono_duration(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
-/// Locks the run row for this transaction where the database can (PostgreSQL), so engine
-/// copies handling results of one run take turns. SQLite serializes writers anyway.
-async fn lock_run(
-    tx: &DatabaseTransaction,
-    run_id: Uuid,
-) -> Result<Option<run::Model>, StoreError> {
-    let mut q = run::Entity::find_by_id(run_id);
-    if tx.get_database_backend() == DatabaseBackend::Postgres {
-        q = q.lock_exclusive();
-    }
-    Ok(q.one(tx).await?)
+/// What a committed transition did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// Results that changed a step; duplicates and results of superseded attempts are not.
+    pub changed: usize,
+    /// Whether step or event messages were written to the outbox.
+    pub messages: bool,
 }
 
-/// Loads the run's workflow version.
-async fn run_workflow(
-    tx: &DatabaseTransaction,
-    run: &run::Model,
-) -> Result<Arc<Workflow>, StoreError> {
-    // Not cached across transactions: a process-wide cache keyed by (workspace, name,
-    // version) would mix up engines that share a process but not a database.
-    let row = get_workflow(
-        tx,
-        run.workspace_id,
-        &run.workflow_name,
-        Some(run.workflow_version),
-    )
-    .await?
-    .ok_or_else(|| StoreError::WorkflowNotFound(run.workflow_name.clone()))?;
-    Ok(Arc::new(parse_definition(&row)?))
-}
-
-fn step_state(row: &step_instance::Model) -> StepState {
-    match row.status {
-        StepStatus::Pending => StepState::Pending,
-        StepStatus::Dispatched | StepStatus::Running | StepStatus::RetryWait => StepState::InFlight,
-        StepStatus::Succeeded => StepState::Succeeded(row.output.clone().unwrap_or(Value::Null)),
-        StepStatus::Failed => StepState::Failed(
-            row.error
-                .clone()
-                .and_then(|e| serde_json::from_value(e).ok())
-                .unwrap_or_else(|| StepError {
-                    code: ErrorCode::Internal,
-                    message: "failed".into(),
-                    retry_after_ms: None,
-                }),
-        ),
-        StepStatus::Skipped => StepState::Skipped,
-        StepStatus::Cancelled => StepState::Cancelled,
-    }
-}
-
-/// The planner's view of a run: its scope and the state of every step.
-async fn load_state<'a>(
-    tx: &DatabaseTransaction,
-    run: &run::Model,
-    workflow: &'a Workflow,
-) -> Result<(RunState<'a>, HashMap<(String, i32), step_instance::Model>), StoreError> {
-    let rows = step_instance::Entity::find()
-        .filter(step_instance::Column::RunId.eq(run.id))
-        .order_by_asc(step_instance::Column::ItemIndex)
-        .all(tx)
-        .await?;
-    let mut steps: HashMap<String, StepState> = HashMap::new();
-    let mut by_key = HashMap::new();
-    for row in &rows {
-        by_key.insert((row.step_id.clone(), row.item_index), row.clone());
-    }
-    for row in rows.iter().filter(|r| r.item_index == NO_ITEM) {
-        let state = if row.items_total.is_some() && !row.status.is_terminal() {
-            let values = row
-                .input
-                .clone()
-                .and_then(|v| v.as_array().cloned())
-                .unwrap_or_default();
-            let items = values
-                .into_iter()
-                .enumerate()
-                .map(|(i, value)| Item {
-                    value,
-                    state: by_key
-                        .get(&(row.step_id.clone(), i32::try_from(i).unwrap_or(i32::MAX)))
-                        .map_or(StepState::Pending, step_state),
-                })
-                .collect();
-            StepState::FannedOut(items)
-        } else {
-            step_state(row)
-        };
-        steps.insert(row.step_id.clone(), state);
-    }
-    let scope = Scope::new()
-        .with_trigger(run.trigger.clone())
-        .with_inputs(run.input.clone())
-        .with_run(
-            json!({ "id": run.id, "workflow": run.workflow_name, "version": run.workflow_version }),
-        );
-    let scope = match run.trigger.get("event") {
-        Some(event) => scope.with_event(event.clone()),
-        None => scope,
-    };
-    Ok((
-        RunState {
-            workflow,
-            scope,
-            steps,
-        },
-        by_key,
-    ))
-}
-
-/// Plans the run and writes what the planner decided.
-async fn advance(
-    tx: &DatabaseTransaction,
-    run: &run::Model,
-    workflow: &Workflow,
-) -> Result<(), StoreError> {
-    let (state, mut rows) = load_state(tx, run, workflow).await?;
-    let decisions = planner::plan(&state);
-    let now = Utc::now();
-    for decision in decisions {
-        match decision {
-            Decision::Dispatch {
-                step_id,
-                item_index,
-                input,
-            } => {
-                let index = item_index.map_or(NO_ITEM, |i| i32::try_from(i).unwrap_or(i32::MAX));
-                let step = workflow.steps.iter().find(|s| s.id == step_id);
-                let attempt = rows.get(&(step_id.clone(), index)).map_or(0, |r| r.attempt) + 1;
-                let row = upsert_step(tx, run, &mut rows, &step_id, index, |m| {
-                    m.status = Set(StepStatus::Dispatched);
-                    m.attempt = Set(attempt);
-                    m.input = Set(Some(input.clone()));
-                    m.dispatched_at = Set(Some(now));
-                    m.due_at = Set(Some(lost_after(step, now)));
-                })
-                .await?;
-                if let Some(step) = step {
-                    dispatch(tx, run, workflow, step, &row, now).await?;
-                }
-            }
-            Decision::FanOut { step_id, items } => {
-                let total = i32::try_from(items.len()).unwrap_or(i32::MAX);
-                upsert_step(tx, run, &mut rows, &step_id, NO_ITEM, |m| {
-                    m.status = Set(StepStatus::Running);
-                    m.items_total = Set(Some(total));
-                    m.input = Set(Some(Value::Array(items.clone())));
-                    m.started_at = Set(Some(now));
-                })
-                .await?;
-                for i in 0..total {
-                    let row = upsert_step(tx, run, &mut rows, &step_id, i, |_| {}).await?;
-                    rows.insert((step_id.clone(), i), row);
-                }
-            }
-            Decision::Complete { step_id, output } => {
-                upsert_step(tx, run, &mut rows, &step_id, NO_ITEM, |m| {
-                    m.status = Set(StepStatus::Succeeded);
-                    m.output = Set(Some(output.clone()));
-                    m.finished_at = Set(Some(now));
-                })
-                .await?;
-            }
-            Decision::Emit {
-                step_id,
-                event: name,
-                data,
-            } => {
-                let event_id = format!("{}.{}", run.id, step_id);
-                let envelope = EventEnvelope {
-                    v: ENVELOPE_VERSION,
-                    id: event_id.clone(),
-                    workspace_id: run.workspace_id,
-                    name: name.clone(),
-                    data: data.clone(),
-                    source: Provenance::Step {
-                        run_id: run.id,
-                        step_id: step_id.clone(),
-                    },
-                    depth: run
-                        .trigger
-                        .get("depth")
-                        .and_then(Value::as_u64)
-                        .map_or(0, |d| d as u32 + 1),
-                    time: now,
-                };
-                event::Entity::insert(event::ActiveModel {
-                    id: Set(event_id.clone()),
-                    workspace_id: Set(run.workspace_id),
-                    name: Set(name.clone()),
-                    data: Set(data),
-                    source: Set(serde_json::to_value(&envelope.source).unwrap_or(Value::Null)),
-                    depth: Set(i32::try_from(envelope.depth).unwrap_or(i32::MAX)),
-                    created_at: Set(now),
-                })
-                .on_conflict(
-                    OnConflict::column(event::Column::Id)
-                        .do_nothing()
-                        .to_owned(),
-                )
-                .exec_without_returning(tx)
-                .await?;
-                enqueue(
-                    tx,
-                    &transport::event_subject(&name),
-                    &event_id,
-                    &envelope,
-                    now,
-                )
-                .await?;
-                upsert_step(tx, run, &mut rows, &step_id, NO_ITEM, |m| {
-                    m.status = Set(StepStatus::Succeeded);
-                    m.output = Set(Some(json!({ "event": name, "id": event_id })));
-                    m.finished_at = Set(Some(now));
-                })
-                .await?;
-            }
-            Decision::Skip { step_id } => {
-                upsert_step(tx, run, &mut rows, &step_id, NO_ITEM, |m| {
-                    m.status = Set(StepStatus::Skipped);
-                    m.finished_at = Set(Some(now));
-                })
-                .await?;
-            }
-            Decision::Fail {
-                step_id,
-                item_index,
-                error,
-            } => {
-                let index = item_index.map_or(NO_ITEM, |i| i32::try_from(i).unwrap_or(i32::MAX));
-                upsert_step(tx, run, &mut rows, &step_id, index, |m| {
-                    m.status = Set(StepStatus::Failed);
-                    m.error = Set(Some(serde_json::to_value(&error).unwrap_or(Value::Null)));
-                    m.finished_at = Set(Some(now));
-                })
-                .await?;
-            }
-            Decision::FinishRun(outcome) => {
-                let (status, outputs, error) = match outcome {
-                    RunOutcome::Succeeded { outputs } => {
-                        (RunStatus::Succeeded, Some(outputs), None)
-                    }
-                    RunOutcome::Failed { step_id, error } => {
-                        let mut e = serde_json::to_value(&error).unwrap_or(Value::Null);
-                        if let (Some(id), Some(obj)) = (step_id, e.as_object_mut()) {
-                            obj.insert("step".into(), Value::String(id));
-                        }
-                        (RunStatus::Failed, None, Some(e))
-                    }
-                };
-                finish_run(tx, run, status, outputs, error, now).await?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Ends a run and cancels every step that has not finished.
-async fn finish_run(
-    tx: &DatabaseTransaction,
-    run: &run::Model,
-    status: RunStatus,
-    outputs: Option<Value>,
-    error: Option<Value>,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    run::Entity::update_many()
-        .col_expr(run::Column::Status, Expr::value(status))
-        .col_expr(run::Column::Outputs, Expr::value(outputs))
-        .col_expr(run::Column::Error, Expr::value(error))
-        .col_expr(run::Column::FinishedAt, Expr::value(Some(now)))
-        .col_expr(run::Column::UpdatedAt, Expr::value(now))
-        .filter(run::Column::Id.eq(run.id))
-        .exec(tx)
-        .await?;
-    step_instance::Entity::update_many()
-        .col_expr(
-            step_instance::Column::Status,
-            Expr::value(StepStatus::Cancelled),
-        )
-        .col_expr(step_instance::Column::FinishedAt, Expr::value(Some(now)))
-        .col_expr(step_instance::Column::UpdatedAt, Expr::value(now))
-        .filter(step_instance::Column::RunId.eq(run.id))
-        .filter(step_instance::Column::Status.is_in([
-            StepStatus::Pending,
-            StepStatus::Dispatched,
-            StepStatus::Running,
-            StepStatus::RetryWait,
-        ]))
-        .exec(tx)
-        .await?;
-    Ok(())
-}
-
-/// Inserts or updates one step instance row, returning it. `rows` holds every row of the run
-/// (loaded once per transaction) and is kept current, so no row is looked up twice.
-async fn upsert_step(
-    tx: &DatabaseTransaction,
-    run: &run::Model,
-    rows: &mut HashMap<(String, i32), step_instance::Model>,
-    step_id: &str,
-    item_index: i32,
-    change: impl FnOnce(&mut step_instance::ActiveModel),
-) -> Result<step_instance::Model, StoreError> {
-    let now = Utc::now();
-    let key = (step_id.to_owned(), item_index);
-    let row = match rows.get(&key) {
-        Some(row) => {
-            let mut m: step_instance::ActiveModel = row.clone().into();
-            change(&mut m);
-            m.updated_at = Set(now);
-            m.update(tx).await?
-        }
-        None => {
-            let mut m = step_instance::ActiveModel {
-                id: Set(Uuid::now_v7()),
-                workspace_id: Set(run.workspace_id),
-                run_id: Set(run.id),
-                step_id: Set(step_id.to_owned()),
-                item_index: Set(item_index),
-                status: Set(StepStatus::Pending),
-                attempt: Set(0),
-                input: Set(None),
-                output: Set(None),
-                error: Set(None),
-                items_total: Set(None),
-                dispatched_at: Set(None),
-                started_at: Set(None),
-                finished_at: Set(None),
-                due_at: Set(None),
-                updated_at: Set(now),
-            };
-            change(&mut m);
-            m.insert(tx).await?
-        }
-    };
-    rows.insert(key, row.clone());
-    Ok(row)
-}
-
-/// When a dispatched attempt of `step` is presumed lost if no result has arrived.
-fn lost_after(step: Option<&schemas::definition::Step>, now: DateTime<Utc>) -> DateTime<Utc> {
-    let timeout = step
-        .and_then(|s| s.timeout)
-        .map_or(DEFAULT_STEP_TIMEOUT, |t| t.get());
-    now + chrono_duration(timeout + LOST_ATTEMPT_GRACE)
-}
-
-/// Writes the step message for the row's current attempt into the outbox and sets the
-/// deadline after which the reconciler treats the attempt as lost.
-async fn dispatch(
-    tx: &DatabaseTransaction,
-    run: &run::Model,
-    workflow: &Workflow,
-    step: &schemas::definition::Step,
-    row: &step_instance::Model,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let timeout = step.timeout.map_or(DEFAULT_STEP_TIMEOUT, |t| t.get());
-    let item_index = u32::try_from(row.item_index).ok();
-    let message = StepMessage {
-        v: ENVELOPE_VERSION,
-        workspace_id: run.workspace_id,
-        run_id: run.id,
-        step_id: step.id.clone(),
-        item_index,
-        attempt: u32::try_from(row.attempt).unwrap_or(1),
-        action: step.action.clone().unwrap_or_default(),
-        connection_id: None,
-        input: row.input.clone().unwrap_or(Value::Null),
-        timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-        idempotency_key: match item_index {
-            Some(i) => format!("{}.{}[{}]", run.id, step.id, i),
-            None => format!("{}.{}", run.id, step.id),
-        },
-        dispatched_at: now,
-    };
-    let queue = step
-        .queue
-        .as_deref()
-        .or(workflow.queue.as_deref())
-        .unwrap_or(transport::DEFAULT_QUEUE);
-    enqueue(
-        tx,
-        &transport::step_subject(queue),
-        &message.msg_id(),
-        &message,
-        now,
-    )
-    .await?;
-    Ok(())
-}
-
-/// Adds a message to the outbox; a message id already there is left alone.
-async fn enqueue<T: serde::Serialize>(
-    tx: &DatabaseTransaction,
-    subject: &str,
-    msg_id: &str,
-    body: &T,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let payload = serde_json::to_string(body).unwrap_or_default();
-    outbox::Entity::insert(outbox::ActiveModel {
-        subject: Set(subject.to_owned()),
-        msg_id: Set(msg_id.to_owned()),
-        payload: Set(payload),
-        headers: Set(json!({})),
-        created_at: Set(now),
-        sent_at: Set(None),
-        ..Default::default()
-    })
-    .on_conflict(
-        OnConflict::column(outbox::Column::MsgId)
-            .do_nothing()
-            .to_owned(),
-    )
-    .exec_without_returning(tx)
-    .await?;
-    Ok(())
-}
-
-/// Records a batch of results in one transaction. Returns how many changed anything;
-/// duplicates and results of superseded attempts are counted out and change nothing.
+/// Records a batch of results in one transaction. Duplicates and results of superseded
+/// attempts change nothing.
 pub async fn record_results(
     db: &DatabaseConnection,
+    definitions: &Definitions,
     results: &[StepResult],
-) -> Result<usize, StoreError> {
+) -> Result<Recorded, StoreError> {
     let tx = db.begin().await?;
+    let now = Utc::now();
+    let ids: BTreeSet<Uuid> = results.iter().map(|r| r.run_id).collect();
+    let mut works = work::load_live_runs(&tx, definitions, &ids).await?;
+    let mut writes = Writes::default();
     let mut changed = 0;
     let mut touched: BTreeSet<Uuid> = BTreeSet::new();
-    let now = Utc::now();
-    // Lock runs in a stable order so two engines with overlapping batches cannot deadlock.
-    let run_ids: BTreeSet<Uuid> = results.iter().map(|r| r.run_id).collect();
-    let mut runs = HashMap::new();
-    for id in run_ids {
-        if let Some(run) = lock_run(&tx, id).await? {
-            runs.insert(id, run);
+    for result in results {
+        let Some(work) = works.get_mut(&result.run_id) else {
+            continue;
+        };
+        if apply_result(work, &mut writes, result, now) {
+            changed += 1;
+            touched.insert(result.run_id);
         }
     }
-    let mut workflows: HashMap<Uuid, Arc<Workflow>> = HashMap::new();
-    for result in results {
-        let Some(run) = runs.get(&result.run_id) else {
-            continue;
-        };
-        if run.status.is_terminal() {
-            continue;
+    for id in &touched {
+        if let Some(work) = works.get_mut(id) {
+            work::advance(work, &mut writes, now);
         }
-        let index = result
-            .item_index
-            .map_or(NO_ITEM, |i| i32::try_from(i).unwrap_or(i32::MAX));
-        let Some(row) = step_instance::Entity::find()
-            .filter(step_instance::Column::RunId.eq(run.id))
-            .filter(step_instance::Column::StepId.eq(&result.step_id))
-            .filter(step_instance::Column::ItemIndex.eq(index))
-            .one(&tx)
-            .await?
-        else {
-            continue;
-        };
-        // Fencing: only the current attempt of a step still in flight may record an outcome.
-        let attempt = i32::try_from(result.attempt).unwrap_or(i32::MAX);
-        if row.attempt != attempt
-            || !matches!(row.status, StepStatus::Dispatched | StepStatus::Running)
-        {
-            continue;
+    }
+    let messages = writes.has_messages();
+    work::flush(&tx, works.values(), writes).await?;
+    tx.commit().await?;
+    Ok(Recorded { changed, messages })
+}
+
+/// Applies one result to its step in memory; false when it is fenced out.
+fn apply_result(
+    work: &mut RunWork,
+    writes: &mut Writes,
+    result: &StepResult,
+    now: DateTime<Utc>,
+) -> bool {
+    let index = result
+        .item_index
+        .map_or(NO_ITEM, |i| i32::try_from(i).unwrap_or(i32::MAX));
+    let Some(row) = work.row(&result.step_id, index) else {
+        return false;
+    };
+    // Fencing: only the current attempt of a step still in flight may record an outcome.
+    // Earlier results of this batch are already applied, so a duplicate is fenced too.
+    let attempt = i32::try_from(result.attempt).unwrap_or(i32::MAX);
+    if row.attempt != attempt || !matches!(row.status, StepStatus::Dispatched | StepStatus::Running)
+    {
+        return false;
+    }
+    let (attempt_status, error) = match &result.outcome {
+        Outcome::Succeeded { .. } => (AttemptStatus::Succeeded, None),
+        Outcome::Failed { error } => (AttemptStatus::Failed, Some(error)),
+    };
+    writes.attempts.push(attempt::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        workspace_id: Set(work.run.workspace_id),
+        run_id: Set(work.run.id),
+        step_instance_id: Set(row.id),
+        attempt: Set(attempt),
+        worker_id: Set(result.worker_id.clone()),
+        status: Set(attempt_status),
+        error: Set(error.map(|e| serde_json::to_value(e).unwrap_or(Value::Null))),
+        started_at: Set(result.started_at),
+        finished_at: Set(result.finished_at),
+    });
+    let verdict = match &result.outcome {
+        Outcome::Succeeded { .. } => None,
+        Outcome::Failed { error } => {
+            let step = work.workflow.steps.iter().find(|s| s.id == result.step_id);
+            Some(step.map_or(Verdict::GiveUp, |s| {
+                retry::decide(&retry::policy(s), result.attempt, error)
+            }))
         }
-        if let std::collections::hash_map::Entry::Vacant(slot) = workflows.entry(run.id) {
-            slot.insert(run_workflow(&tx, run).await?);
-        }
-        let workflow = &workflows[&run.id];
-        let (attempt_status, error) = match &result.outcome {
-            Outcome::Succeeded { .. } => (AttemptStatus::Succeeded, None),
-            Outcome::Failed { error } => (AttemptStatus::Failed, Some(error.clone())),
-        };
-        let inserted = attempt::Entity::insert(attempt::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            workspace_id: Set(run.workspace_id),
-            run_id: Set(run.id),
-            step_instance_id: Set(row.id),
-            attempt: Set(attempt),
-            worker_id: Set(result.worker_id.clone()),
-            status: Set(attempt_status),
-            error: Set(error
-                .as_ref()
-                .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))),
-            started_at: Set(result.started_at),
-            finished_at: Set(result.finished_at),
-        })
-        .on_conflict(
-            OnConflict::columns([attempt::Column::StepInstanceId, attempt::Column::Attempt])
-                .do_nothing()
-                .to_owned(),
-        )
-        .exec_without_returning(&tx)
-        .await?;
-        if inserted == 0 {
-            continue;
-        }
-        let mut m: step_instance::ActiveModel = row.clone().into();
-        match &result.outcome {
-            Outcome::Succeeded { output } => {
-                m.status = Set(StepStatus::Succeeded);
-                m.output = Set(Some(output.clone()));
-                m.error = Set(None);
-                m.started_at = Set(Some(result.started_at));
-                m.finished_at = Set(Some(result.finished_at));
-                m.due_at = Set(None);
+    };
+    work.upsert_step(&result.step_id, index, now, |m| {
+        match (&result.outcome, verdict) {
+            (Outcome::Succeeded { output }, _) => {
+                m.status = StepStatus::Succeeded;
+                m.output = Some(output.clone());
+                m.error = None;
+                m.started_at = Some(result.started_at);
+                m.finished_at = Some(result.finished_at);
+                m.due_at = None;
             }
-            Outcome::Failed { error } => {
-                let step = workflow.steps.iter().find(|s| s.id == row.step_id);
-                let verdict = step.map_or(Verdict::GiveUp, |s| {
-                    retry::decide(&retry::policy(s), result.attempt, error)
-                });
-                m.error = Set(Some(serde_json::to_value(error).unwrap_or(Value::Null)));
+            (Outcome::Failed { error }, verdict) => {
+                m.error = Some(serde_json::to_value(error).unwrap_or(Value::Null));
                 match verdict {
-                    Verdict::RetryAfter(delay) => {
-                        m.status = Set(StepStatus::RetryWait);
-                        m.due_at = Set(Some(now + chrono_duration(delay)));
+                    Some(Verdict::RetryAfter(delay)) => {
+                        m.status = StepStatus::RetryWait;
+                        m.due_at = Some(now + chrono_duration(delay));
                     }
-                    Verdict::GiveUp => {
-                        m.status = Set(StepStatus::Failed);
-                        m.finished_at = Set(Some(result.finished_at));
-                        m.due_at = Set(None);
+                    Some(Verdict::GiveUp) | None => {
+                        m.status = StepStatus::Failed;
+                        m.finished_at = Some(result.finished_at);
+                        m.due_at = None;
                     }
                 }
             }
         }
-        m.updated_at = Set(now);
-        m.update(&tx).await?;
-        changed += 1;
-        touched.insert(run.id);
-    }
-    for id in touched {
-        // Only steps changed above, so the run row read under the lock is still current.
-        if let (Some(run), Some(workflow)) = (runs.get(&id), workflows.get(&id)) {
-            advance(&tx, run, workflow).await?;
-        }
-    }
-    tx.commit().await?;
-    Ok(changed)
+    });
+    true
 }
 
 /// Sends out retries that are due, treats attempts that outlived their deadline as lost, and
-/// times out runs past their deadline. Returns how many runs it changed.
-pub async fn tick(db: &DatabaseConnection, limit: u64) -> Result<usize, StoreError> {
+/// times out runs past their deadline. Returns how many runs it changed and whether it wrote
+/// messages.
+pub async fn tick(
+    db: &DatabaseConnection,
+    definitions: &Definitions,
+    limit: u64,
+) -> Result<Recorded, StoreError> {
     let now = Utc::now();
     let due = step_instance::Entity::find()
         .filter(
@@ -866,112 +437,124 @@ pub async fn tick(db: &DatabaseConnection, limit: u64) -> Result<usize, StoreErr
         .all(db)
         .await?;
     if due.is_empty() && expired.is_empty() {
-        return Ok(0);
+        return Ok(Recorded::default());
     }
     let tx = db.begin().await?;
-    let mut changed = 0;
-    for r in expired {
-        if let Some(run) = lock_run(&tx, r.id).await?
-            && !run.status.is_terminal()
+    let ids: BTreeSet<Uuid> = due
+        .iter()
+        .map(|r| r.run_id)
+        .chain(expired.iter().map(|r| r.id))
+        .collect();
+    let mut works = work::load_live_runs(&tx, definitions, &ids).await?;
+    let mut writes = Writes::default();
+    let mut changed = BTreeSet::new();
+    for r in &expired {
+        // Re-checked under the lock: another engine may have finished the run meanwhile.
+        if let Some(work) = works.get_mut(&r.id)
+            && work.run.deadline_at.is_some_and(|d| d <= now)
         {
             let error =
                 json!({ "code": ErrorCode::Timeout, "message": "the run exceeded its timeout" });
-            finish_run(&tx, &run, RunStatus::TimedOut, None, Some(error), now).await?;
-            changed += 1;
+            work.finish(RunStatus::TimedOut, None, Some(error), now);
+            changed.insert(r.id);
         }
     }
-    let mut by_run: HashMap<Uuid, Vec<step_instance::Model>> = HashMap::new();
-    for row in due {
-        by_run.entry(row.run_id).or_default().push(row);
-    }
-    for (run_id, rows) in by_run {
-        let Some(run) = lock_run(&tx, run_id).await? else {
+    for stale in &due {
+        let Some(work) = works.get_mut(&stale.run_id) else {
             continue;
         };
-        if run.status.is_terminal() {
+        if work.is_finished() {
             continue;
         }
-        let workflow = run_workflow(&tx, &run).await?;
-        for stale in rows {
-            // Re-read under the lock: another engine may have handled it meanwhile.
-            let Some(row) = step_instance::Entity::find_by_id(stale.id).one(&tx).await? else {
-                continue;
-            };
-            if row.status != stale.status || row.attempt != stale.attempt {
-                continue;
-            }
-            let Some(step) = workflow.steps.iter().find(|s| s.id == row.step_id) else {
-                continue;
-            };
-            let retry_now = match row.status {
-                StepStatus::RetryWait => true,
-                _ => {
-                    // The attempt never reported back: count it as a timeout.
-                    let error = StepError {
-                        code: ErrorCode::Timeout,
-                        message:
-                            "no result before the attempt's deadline; the attempt is presumed lost"
-                                .into(),
-                        retry_after_ms: None,
-                    };
-                    let attempt = u32::try_from(row.attempt).unwrap_or(u32::MAX);
-                    match retry::decide(&retry::policy(step), attempt, &error) {
-                        Verdict::RetryAfter(_) => true,
-                        Verdict::GiveUp => {
-                            let mut m: step_instance::ActiveModel = row.clone().into();
-                            m.status = Set(StepStatus::Failed);
-                            m.error =
-                                Set(Some(serde_json::to_value(&error).unwrap_or(Value::Null)));
-                            m.finished_at = Set(Some(now));
-                            m.updated_at = Set(now);
-                            m.update(&tx).await?;
-                            false
-                        }
+        // Compared with the row read under the lock: another engine may have handled it.
+        let Some(row) = work.row(&stale.step_id, stale.item_index) else {
+            continue;
+        };
+        if row.status != stale.status || row.attempt != stale.attempt {
+            continue;
+        }
+        let workflow = work.workflow.clone();
+        let Some(step) = workflow.steps.iter().find(|s| s.id == row.step_id) else {
+            continue;
+        };
+        let retry_now = match row.status {
+            StepStatus::RetryWait => true,
+            _ => {
+                // The attempt never reported back: count it as a timeout.
+                let error = StepError {
+                    code: ErrorCode::Timeout,
+                    message:
+                        "no result before the attempt's deadline; the attempt is presumed lost"
+                            .into(),
+                    retry_after_ms: None,
+                };
+                let attempt = u32::try_from(row.attempt).unwrap_or(u32::MAX);
+                match retry::decide(&retry::policy(step), attempt, &error) {
+                    Verdict::RetryAfter(_) => true,
+                    Verdict::GiveUp => {
+                        work.upsert_step(&stale.step_id, stale.item_index, now, |m| {
+                            m.status = StepStatus::Failed;
+                            m.error = Some(serde_json::to_value(&error).unwrap_or(Value::Null));
+                            m.finished_at = Some(now);
+                        });
+                        false
                     }
                 }
-            };
-            if retry_now {
-                let mut m: step_instance::ActiveModel = row.clone().into();
-                m.status = Set(StepStatus::Dispatched);
-                m.attempt = Set(row.attempt + 1);
-                m.dispatched_at = Set(Some(now));
-                m.due_at = Set(Some(lost_after(Some(step), now)));
-                m.updated_at = Set(now);
-                let row = m.update(&tx).await?;
-                dispatch(&tx, &run, &workflow, step, &row, now).await?;
+            }
+        };
+        if retry_now {
+            work.upsert_step(&stale.step_id, stale.item_index, now, |m| {
+                m.status = StepStatus::Dispatched;
+                m.attempt += 1;
+                m.dispatched_at = Some(now);
+                m.due_at = Some(work::lost_after(Some(step), now));
+            });
+            if let Some(row) = work.row(&stale.step_id, stale.item_index) {
+                work::dispatch(&mut writes, &work.run, &workflow, step, row, now);
             }
         }
-        advance(&tx, &run, &workflow).await?;
-        changed += 1;
+        changed.insert(stale.run_id);
     }
+    for id in &changed {
+        if let Some(work) = works.get_mut(id) {
+            work::advance(work, &mut writes, now);
+        }
+    }
+    let messages = writes.has_messages();
+    work::flush(&tx, works.values(), writes).await?;
     tx.commit().await?;
-    Ok(changed)
+    Ok(Recorded {
+        changed: changed.len(),
+        messages,
+    })
 }
 
 /// Cancels a run: steps not finished are cancelled and late results are ignored.
 pub async fn cancel_run(
     db: &DatabaseConnection,
+    definitions: &Definitions,
     workspace_id: Uuid,
     run_id: Uuid,
 ) -> Result<(), StoreError> {
     let tx = db.begin().await?;
-    let run = lock_run(&tx, run_id)
-        .await?
-        .filter(|r| r.workspace_id == workspace_id)
-        .ok_or(StoreError::RunNotFound(run_id))?;
-    if run.status.is_terminal() {
-        return Err(StoreError::RunFinished(run_id));
-    }
+    let mut works = work::load_live_runs(&tx, definitions, &BTreeSet::from([run_id])).await?;
+    let Some(work) = works
+        .get_mut(&run_id)
+        .filter(|w| w.run.workspace_id == workspace_id)
+    else {
+        // Not live: either finished (in this workspace) or not there at all.
+        let found = run::Entity::find_by_id(run_id)
+            .filter(run::Column::WorkspaceId.eq(workspace_id))
+            .one(&tx)
+            .await?;
+        return Err(match found {
+            Some(_) => StoreError::RunFinished(run_id),
+            None => StoreError::RunNotFound(run_id),
+        });
+    };
     let error = json!({ "code": ErrorCode::Cancelled, "message": "cancelled on request" });
-    finish_run(
-        &tx,
-        &run,
-        RunStatus::Cancelled,
-        None,
-        Some(error),
-        Utc::now(),
-    )
-    .await?;
+    work.finish(RunStatus::Cancelled, None, Some(error), Utc::now());
+    work::flush(&tx, works.values(), Writes::default()).await?;
     tx.commit().await?;
     Ok(())
 }

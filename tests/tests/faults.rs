@@ -81,6 +81,7 @@ async fn steps_committed_but_never_published_are_sent_by_the_relay() -> Result<(
     engine::store::put_workflow(&conn, engine::store::default_workspace(), &wf, "").await?;
     let started = engine::store::start_run(
         &conn,
+        &engine::store::Definitions::default(),
         engine::store::default_workspace(),
         "orphan",
         json!({}),

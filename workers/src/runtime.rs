@@ -119,6 +119,7 @@ pub async fn run(
         cancellations,
         running: watch::channel(0).0,
     });
+    let holds_follower = tokio::spawn(shared.holds.follower());
     let slots = Arc::new(Semaphore::new(concurrency));
     let (stop_tx, stop) = watch::channel(false);
     let (abandon_tx, abandon) = watch::channel(false);
@@ -174,6 +175,7 @@ pub async fn run(
         let _ = tokio::time::timeout(ABANDON_GRACE, idle.wait_for(|running| *running == 0)).await;
     }
     listener.abort();
+    holds_follower.abort();
     let _ = tokio::time::timeout(FLUSH_TIMEOUT, client.flush()).await;
     events::Stopped {
         worker_id: &shared.config.worker_id,

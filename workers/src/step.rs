@@ -200,7 +200,7 @@ async fn run_step(
     let hold_subject = crate::holds::subject(&step);
     if !cancel.is_cancelled()
         && let Some(subject) = &hold_subject
-        && let Some(wait) = shared.holds.remaining(subject).await
+        && let Some(wait) = shared.holds.remaining(subject)
     {
         // The provider told another worker to slow down: give the step back to JetStream for
         // the rest of the hold instead of calling. No attempt is used up and this slot is free.

@@ -207,6 +207,7 @@ async fn start_run(
     let trigger = json!({ "kind": "api", "body": input.clone() });
     let started = store::start_run(
         &s.db,
+        &s.definitions,
         store::default_workspace(),
         &name,
         input,
@@ -364,7 +365,7 @@ async fn cancel_run(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let run_id = parse_run_id(&id)?;
-    store::cancel_run(&s.db, store::default_workspace(), run_id).await?;
+    store::cancel_run(&s.db, &s.definitions, store::default_workspace(), run_id).await?;
     // Workers that have not started the run's steps refuse them; results that still arrive
     // are fenced out by the run's terminal status. Best effort: the database already decided.
     if let Err(e) = s

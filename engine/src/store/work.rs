@@ -1,0 +1,644 @@
+//! A transition's working set: the runs it changes, loaded once under their locks, changed in
+//! memory, and written back in a handful of statements.
+//!
+//! Recording a batch of results used to cost several statements per result. Here a batch of
+//! any size costs: one `SELECT … FOR UPDATE` of its runs, one `SELECT` of their steps, then one
+//! multi-row statement each for the step rows (an upsert on the primary key, so new and changed
+//! rows go together), the attempts, the events and the outbox, plus one `UPDATE` per run that
+//! finished. Planning ([`advance`]) is pure: it reads and changes the rows in memory.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use schemas::db::entities::step_instance::NO_ITEM;
+use schemas::db::entities::{RunStatus, StepStatus};
+use schemas::db::entities::{attempt, event, outbox, run, step_instance, workflow_version};
+use schemas::definition::{Step, Workflow};
+use schemas::envelope::{
+    ENVELOPE_VERSION, ErrorCode, EventEnvelope, Provenance, StepError, StepMessage,
+};
+use schemas::expr::Scope;
+use schemas::transport;
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseTransaction, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set,
+};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::{DEFAULT_STEP_TIMEOUT, LOST_ATTEMPT_GRACE, StoreError, chrono_duration};
+use crate::planner::{self, Decision, Item, RunOutcome, RunState, StepState};
+
+/// Rows per multi-row statement: the widest table has 16 columns, and SQLite accepts 32,766
+/// bound values per statement.
+const ROWS_PER_STATEMENT: usize = 1_000;
+
+/// Most parsed definitions an engine keeps.
+const DEFINITIONS_KEPT: usize = 1_024;
+
+/// Parsed workflow definitions, by workspace, name and version. Versions are immutable, so an
+/// entry never goes stale. One per engine: engines sharing a process may not share a database.
+#[derive(Debug, Default)]
+pub struct Definitions {
+    parsed: Mutex<HashMap<(Uuid, String, i32), Arc<Workflow>>>,
+}
+
+impl Definitions {
+    /// The definition a run is pinned to.
+    pub(crate) async fn of_run<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        run: &run::Model,
+    ) -> Result<Arc<Workflow>, StoreError> {
+        let key = (
+            run.workspace_id,
+            run.workflow_name.clone(),
+            run.workflow_version,
+        );
+        if let Some(found) = self.lookup(&key) {
+            return Ok(found);
+        }
+        let row = super::get_workflow(
+            db,
+            run.workspace_id,
+            &run.workflow_name,
+            Some(run.workflow_version),
+        )
+        .await?
+        .ok_or_else(|| StoreError::WorkflowNotFound(run.workflow_name.clone()))?;
+        self.parse(&row)
+    }
+
+    /// Parses a stored version, or returns the copy parsed before.
+    pub(crate) fn parse(&self, row: &workflow_version::Model) -> Result<Arc<Workflow>, StoreError> {
+        let key = (row.workspace_id, row.name.clone(), row.version);
+        if let Some(found) = self.lookup(&key) {
+            return Ok(found);
+        }
+        let workflow: Workflow =
+            serde_json::from_value(row.definition.clone()).map_err(|source| {
+                StoreError::Definition {
+                    workflow: row.name.clone(),
+                    version: row.version,
+                    source,
+                }
+            })?;
+        let workflow = Arc::new(workflow);
+        if let Ok(mut parsed) = self.parsed.lock() {
+            // Crude but bounded: when full, start over. Definitions in use come back at once.
+            if parsed.len() >= DEFINITIONS_KEPT {
+                parsed.clear();
+            }
+            parsed.insert(key, workflow.clone());
+        }
+        Ok(workflow)
+    }
+
+    fn lookup(&self, key: &(Uuid, String, i32)) -> Option<Arc<Workflow>> {
+        self.parsed.lock().ok()?.get(key).cloned()
+    }
+}
+
+/// How a run ended, to be written with the run row.
+#[derive(Debug)]
+struct Finish {
+    status: RunStatus,
+    outputs: Option<Value>,
+    error: Option<Value>,
+    at: DateTime<Utc>,
+}
+
+/// One run in a transition: its row (locked), its definition and every step row.
+#[derive(Debug)]
+pub(crate) struct RunWork {
+    pub run: run::Model,
+    pub workflow: Arc<Workflow>,
+    rows: HashMap<(String, i32), step_instance::Model>,
+    dirty: BTreeSet<(String, i32)>,
+    finish: Option<Finish>,
+}
+
+impl RunWork {
+    /// A run just inserted: it has no steps yet.
+    pub(crate) fn new_run(run: run::Model, workflow: Arc<Workflow>) -> Self {
+        RunWork {
+            run,
+            workflow,
+            rows: HashMap::new(),
+            dirty: BTreeSet::new(),
+            finish: None,
+        }
+    }
+
+    /// The row of a step (or of one `for_each` item).
+    pub(crate) fn row(&self, step_id: &str, item_index: i32) -> Option<&step_instance::Model> {
+        self.rows.get(&(step_id.to_owned(), item_index))
+    }
+
+    /// Whether the run has ended in this transaction or before it.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.finish.is_some() || self.run.status.is_terminal()
+    }
+
+    /// Changes the row of a step, creating it (pending, attempt 0) if it does not exist, and
+    /// returns it as changed.
+    pub(crate) fn upsert_step(
+        &mut self,
+        step_id: &str,
+        item_index: i32,
+        now: DateTime<Utc>,
+        change: impl FnOnce(&mut step_instance::Model),
+    ) -> &step_instance::Model {
+        let key = (step_id.to_owned(), item_index);
+        let run = &self.run;
+        let row = self
+            .rows
+            .entry(key.clone())
+            .or_insert_with(|| step_instance::Model {
+                id: Uuid::now_v7(),
+                workspace_id: run.workspace_id,
+                run_id: run.id,
+                step_id: step_id.to_owned(),
+                item_index,
+                status: StepStatus::Pending,
+                attempt: 0,
+                input: None,
+                output: None,
+                error: None,
+                items_total: None,
+                dispatched_at: None,
+                started_at: None,
+                finished_at: None,
+                due_at: None,
+                updated_at: now,
+            });
+        change(row);
+        row.updated_at = now;
+        self.dirty.insert(key);
+        row
+    }
+
+    /// Ends the run and cancels every step that has not finished.
+    pub(crate) fn finish(
+        &mut self,
+        status: RunStatus,
+        outputs: Option<Value>,
+        error: Option<Value>,
+        now: DateTime<Utc>,
+    ) {
+        self.finish = Some(Finish {
+            status,
+            outputs,
+            error,
+            at: now,
+        });
+        for (key, row) in &mut self.rows {
+            if matches!(
+                row.status,
+                StepStatus::Pending
+                    | StepStatus::Dispatched
+                    | StepStatus::Running
+                    | StepStatus::RetryWait
+            ) {
+                row.status = StepStatus::Cancelled;
+                row.finished_at = Some(now);
+                row.updated_at = now;
+                self.dirty.insert(key.clone());
+            }
+        }
+    }
+
+    /// The planner's view of the run: its scope and the state of every step.
+    fn state(&self) -> RunState<'_> {
+        let mut steps: HashMap<String, StepState> = HashMap::new();
+        for row in self.rows.values().filter(|r| r.item_index == NO_ITEM) {
+            let state = if row.items_total.is_some() && !row.status.is_terminal() {
+                let values = row
+                    .input
+                    .as_ref()
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                let items = values
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, value)| Item {
+                        value,
+                        state: self
+                            .row(&row.step_id, i32::try_from(i).unwrap_or(i32::MAX))
+                            .map_or(StepState::Pending, step_state),
+                    })
+                    .collect();
+                StepState::FannedOut(items)
+            } else {
+                step_state(row)
+            };
+            steps.insert(row.step_id.clone(), state);
+        }
+        let run = &self.run;
+        let scope = Scope::new()
+            .with_trigger(run.trigger.clone())
+            .with_inputs(run.input.clone())
+            .with_run(
+                json!({ "id": run.id, "workflow": run.workflow_name, "version": run.workflow_version }),
+            );
+        let scope = match run.trigger.get("event") {
+            Some(event) => scope.with_event(event.clone()),
+            None => scope,
+        };
+        RunState {
+            workflow: &self.workflow,
+            scope,
+            steps,
+        }
+    }
+}
+
+fn step_state(row: &step_instance::Model) -> StepState {
+    match row.status {
+        StepStatus::Pending => StepState::Pending,
+        StepStatus::Dispatched | StepStatus::Running | StepStatus::RetryWait => StepState::InFlight,
+        StepStatus::Succeeded => StepState::Succeeded(row.output.clone().unwrap_or(Value::Null)),
+        StepStatus::Failed => StepState::Failed(
+            row.error
+                .clone()
+                .and_then(|e| serde_json::from_value(e).ok())
+                .unwrap_or_else(|| StepError {
+                    code: ErrorCode::Internal,
+                    message: "failed".into(),
+                    retry_after_ms: None,
+                }),
+        ),
+        StepStatus::Skipped => StepState::Skipped,
+        StepStatus::Cancelled => StepState::Cancelled,
+    }
+}
+
+/// Rows a transition adds besides step rows.
+#[derive(Debug, Default)]
+pub(crate) struct Writes {
+    pub attempts: Vec<attempt::ActiveModel>,
+    outbox: Vec<outbox::ActiveModel>,
+    events: Vec<event::ActiveModel>,
+}
+
+impl Writes {
+    /// Adds a message to the outbox; a message id already there is left alone when written.
+    fn enqueue<T: serde::Serialize>(
+        &mut self,
+        subject: String,
+        msg_id: String,
+        body: &T,
+        now: DateTime<Utc>,
+    ) {
+        self.outbox.push(outbox::ActiveModel {
+            subject: Set(subject),
+            msg_id: Set(msg_id),
+            payload: Set(serde_json::to_string(body).unwrap_or_default()),
+            headers: Set(json!({})),
+            created_at: Set(now),
+            sent_at: Set(None),
+            ..Default::default()
+        });
+    }
+
+    /// Whether the transition wrote outbox rows the relay should send.
+    pub(crate) fn has_messages(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+}
+
+/// Locks the given runs (in id order, so engines with overlapping sets cannot deadlock) and
+/// loads those still live with their definitions and steps. Finished runs are left out.
+pub(crate) async fn load_live_runs(
+    tx: &DatabaseTransaction,
+    definitions: &Definitions,
+    ids: &BTreeSet<Uuid>,
+) -> Result<BTreeMap<Uuid, RunWork>, StoreError> {
+    let mut works = BTreeMap::new();
+    if ids.is_empty() {
+        return Ok(works);
+    }
+    let mut q = run::Entity::find()
+        .filter(run::Column::Id.is_in(ids.iter().copied()))
+        .order_by_asc(run::Column::Id);
+    // SQLite has one writer at a time, so there the transaction itself is the lock.
+    if tx.get_database_backend() == DatabaseBackend::Postgres {
+        q = q.lock_exclusive();
+    }
+    let runs: Vec<run::Model> = q
+        .all(tx)
+        .await?
+        .into_iter()
+        .filter(|r| !r.status.is_terminal())
+        .collect();
+    if runs.is_empty() {
+        return Ok(works);
+    }
+    let rows = step_instance::Entity::find()
+        .filter(step_instance::Column::RunId.is_in(runs.iter().map(|r| r.id)))
+        .all(tx)
+        .await?;
+    let mut by_run: HashMap<Uuid, HashMap<(String, i32), step_instance::Model>> = HashMap::new();
+    for row in rows {
+        by_run
+            .entry(row.run_id)
+            .or_default()
+            .insert((row.step_id.clone(), row.item_index), row);
+    }
+    for run in runs {
+        let workflow = definitions.of_run(tx, &run).await?;
+        let rows = by_run.remove(&run.id).unwrap_or_default();
+        works.insert(
+            run.id,
+            RunWork {
+                run,
+                workflow,
+                rows,
+                dirty: BTreeSet::new(),
+                finish: None,
+            },
+        );
+    }
+    Ok(works)
+}
+
+/// Writes everything the transition changed. Step rows go first: attempts refer to them.
+pub(crate) async fn flush<'a>(
+    tx: &DatabaseTransaction,
+    works: impl IntoIterator<Item = &'a RunWork>,
+    writes: Writes,
+) -> Result<(), StoreError> {
+    let works: Vec<&RunWork> = works.into_iter().collect();
+    let changed: Vec<step_instance::Model> = works
+        .iter()
+        .flat_map(|w| w.dirty.iter().filter_map(|key| w.rows.get(key)).cloned())
+        .collect();
+    for chunk in changed.chunks(ROWS_PER_STATEMENT) {
+        step_instance::Entity::insert_many(
+            chunk.iter().cloned().map(step_instance::ActiveModel::from),
+        )
+        .on_conflict(
+            OnConflict::column(step_instance::Column::Id)
+                .update_columns([
+                    step_instance::Column::Status,
+                    step_instance::Column::Attempt,
+                    step_instance::Column::Input,
+                    step_instance::Column::Output,
+                    step_instance::Column::Error,
+                    step_instance::Column::ItemsTotal,
+                    step_instance::Column::DispatchedAt,
+                    step_instance::Column::StartedAt,
+                    step_instance::Column::FinishedAt,
+                    step_instance::Column::DueAt,
+                    step_instance::Column::UpdatedAt,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(tx)
+        .await?;
+    }
+    let Writes {
+        attempts,
+        outbox: messages,
+        events,
+    } = writes;
+    // The run lock already fences attempts; the unique key is the last line of defence.
+    for chunk in attempts.chunks(ROWS_PER_STATEMENT) {
+        attempt::Entity::insert_many(chunk.iter().cloned())
+            .on_conflict(
+                OnConflict::columns([attempt::Column::StepInstanceId, attempt::Column::Attempt])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(tx)
+            .await?;
+    }
+    for chunk in events.chunks(ROWS_PER_STATEMENT) {
+        event::Entity::insert_many(chunk.iter().cloned())
+            .on_conflict(
+                OnConflict::column(event::Column::Id)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(tx)
+            .await?;
+    }
+    for chunk in messages.chunks(ROWS_PER_STATEMENT) {
+        outbox::Entity::insert_many(chunk.iter().cloned())
+            .on_conflict(
+                OnConflict::column(outbox::Column::MsgId)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(tx)
+            .await?;
+    }
+    for work in works {
+        if let Some(finish) = &work.finish {
+            run::Entity::update_many()
+                .col_expr(run::Column::Status, Expr::value(finish.status))
+                .col_expr(run::Column::Outputs, Expr::value(finish.outputs.clone()))
+                .col_expr(run::Column::Error, Expr::value(finish.error.clone()))
+                .col_expr(run::Column::FinishedAt, Expr::value(Some(finish.at)))
+                .col_expr(run::Column::UpdatedAt, Expr::value(finish.at))
+                .filter(run::Column::Id.eq(work.run.id))
+                .exec(tx)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// When a dispatched attempt of `step` is presumed lost if no result has arrived.
+pub(crate) fn lost_after(step: Option<&Step>, now: DateTime<Utc>) -> DateTime<Utc> {
+    let timeout = step
+        .and_then(|s| s.timeout)
+        .map_or(DEFAULT_STEP_TIMEOUT, |t| t.get());
+    now + chrono_duration(timeout + LOST_ATTEMPT_GRACE)
+}
+
+/// Plans the run and applies what the planner decided, in memory.
+pub(crate) fn advance(work: &mut RunWork, writes: &mut Writes, now: DateTime<Utc>) {
+    if work.is_finished() {
+        return;
+    }
+    let decisions = planner::plan(&work.state());
+    let workflow = work.workflow.clone();
+    for decision in decisions {
+        match decision {
+            Decision::Dispatch {
+                step_id,
+                item_index,
+                input,
+            } => {
+                let index = item_index.map_or(NO_ITEM, |i| i32::try_from(i).unwrap_or(i32::MAX));
+                let step = workflow.steps.iter().find(|s| s.id == step_id);
+                work.upsert_step(&step_id, index, now, |m| {
+                    m.status = StepStatus::Dispatched;
+                    m.attempt += 1;
+                    m.input = Some(input);
+                    m.dispatched_at = Some(now);
+                    m.due_at = Some(lost_after(step, now));
+                });
+                if let (Some(step), Some(row)) = (step, work.row(&step_id, index)) {
+                    dispatch(writes, &work.run, &workflow, step, row, now);
+                }
+            }
+            Decision::FanOut { step_id, items } => {
+                let total = i32::try_from(items.len()).unwrap_or(i32::MAX);
+                work.upsert_step(&step_id, NO_ITEM, now, |m| {
+                    m.status = StepStatus::Running;
+                    m.items_total = Some(total);
+                    m.input = Some(Value::Array(items));
+                    m.started_at = Some(now);
+                });
+                for i in 0..total {
+                    work.upsert_step(&step_id, i, now, |_| {});
+                }
+            }
+            Decision::Complete { step_id, output } => {
+                work.upsert_step(&step_id, NO_ITEM, now, |m| {
+                    m.status = StepStatus::Succeeded;
+                    m.output = Some(output);
+                    m.finished_at = Some(now);
+                });
+            }
+            Decision::Emit {
+                step_id,
+                event: name,
+                data,
+            } => {
+                emit(work, writes, step_id, name, data, now);
+            }
+            Decision::Skip { step_id } => {
+                work.upsert_step(&step_id, NO_ITEM, now, |m| {
+                    m.status = StepStatus::Skipped;
+                    m.finished_at = Some(now);
+                });
+            }
+            Decision::Fail {
+                step_id,
+                item_index,
+                error,
+            } => {
+                let index = item_index.map_or(NO_ITEM, |i| i32::try_from(i).unwrap_or(i32::MAX));
+                work.upsert_step(&step_id, index, now, |m| {
+                    m.status = StepStatus::Failed;
+                    m.error = Some(serde_json::to_value(&error).unwrap_or(Value::Null));
+                    m.finished_at = Some(now);
+                });
+            }
+            Decision::FinishRun(outcome) => {
+                let (status, outputs, error) = match outcome {
+                    RunOutcome::Succeeded { outputs } => {
+                        (RunStatus::Succeeded, Some(outputs), None)
+                    }
+                    RunOutcome::Failed { step_id, error } => {
+                        let mut e = serde_json::to_value(&error).unwrap_or(Value::Null);
+                        if let (Some(id), Some(obj)) = (step_id, e.as_object_mut()) {
+                            obj.insert("step".into(), Value::String(id));
+                        }
+                        (RunStatus::Failed, None, Some(e))
+                    }
+                };
+                work.finish(status, outputs, error, now);
+            }
+        }
+    }
+}
+
+/// Records an `emit` step's event, queues it for the events stream, and completes the step.
+fn emit(
+    work: &mut RunWork,
+    writes: &mut Writes,
+    step_id: String,
+    name: String,
+    data: Value,
+    now: DateTime<Utc>,
+) {
+    let run = &work.run;
+    let event_id = format!("{}.{}", run.id, step_id);
+    let envelope = EventEnvelope {
+        v: ENVELOPE_VERSION,
+        id: event_id.clone(),
+        workspace_id: run.workspace_id,
+        name: name.clone(),
+        data: data.clone(),
+        source: Provenance::Step {
+            run_id: run.id,
+            step_id: step_id.clone(),
+        },
+        depth: run
+            .trigger
+            .get("depth")
+            .and_then(Value::as_u64)
+            .map_or(0, |d| {
+                u32::try_from(d).unwrap_or(u32::MAX).saturating_add(1)
+            }),
+        time: now,
+    };
+    writes.events.push(event::ActiveModel {
+        id: Set(event_id.clone()),
+        workspace_id: Set(run.workspace_id),
+        name: Set(name.clone()),
+        data: Set(data),
+        source: Set(serde_json::to_value(&envelope.source).unwrap_or(Value::Null)),
+        depth: Set(i32::try_from(envelope.depth).unwrap_or(i32::MAX)),
+        created_at: Set(now),
+    });
+    writes.enqueue(
+        transport::event_subject(&name),
+        event_id.clone(),
+        &envelope,
+        now,
+    );
+    work.upsert_step(&step_id, NO_ITEM, now, |m| {
+        m.status = StepStatus::Succeeded;
+        m.output = Some(json!({ "event": name, "id": event_id }));
+        m.finished_at = Some(now);
+    });
+}
+
+/// Queues the step message for the row's current attempt.
+pub(crate) fn dispatch(
+    writes: &mut Writes,
+    run: &run::Model,
+    workflow: &Workflow,
+    step: &Step,
+    row: &step_instance::Model,
+    now: DateTime<Utc>,
+) {
+    let timeout = step.timeout.map_or(DEFAULT_STEP_TIMEOUT, |t| t.get());
+    let item_index = u32::try_from(row.item_index).ok();
+    let message = StepMessage {
+        v: ENVELOPE_VERSION,
+        workspace_id: run.workspace_id,
+        run_id: run.id,
+        step_id: step.id.clone(),
+        item_index,
+        attempt: u32::try_from(row.attempt).unwrap_or(1),
+        action: step.action.clone().unwrap_or_default(),
+        connection_id: None,
+        input: row.input.clone().unwrap_or(Value::Null),
+        timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        idempotency_key: match item_index {
+            Some(i) => format!("{}.{}[{}]", run.id, step.id, i),
+            None => format!("{}.{}", run.id, step.id),
+        },
+        dispatched_at: now,
+    };
+    let queue = step
+        .queue
+        .as_deref()
+        .or(workflow.queue.as_deref())
+        .unwrap_or(transport::DEFAULT_QUEUE);
+    writes.enqueue(
+        transport::step_subject(queue),
+        message.msg_id(),
+        &message,
+        now,
+    );
+}
