@@ -419,36 +419,11 @@ async fn start(
         println!("{run_id}");
         return Ok(ExitCode::SUCCESS);
     }
-    let tty = std::io::stdout().is_terminal();
-    let mut seen: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut display = crate::progress::Display::new(std::io::stdout().is_terminal());
     loop {
         let run = client.get(&format!("/v1/runs/{run_id}")).await?;
-        for step in run
-            .get("steps")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let id = match step.get("item") {
-                Some(i) => format!("{}[{i}]", step["id"].as_str().unwrap_or("?")),
-                None => step["id"].as_str().unwrap_or("?").to_owned(),
-            };
-            let status = step["status"].as_str().unwrap_or("?").to_owned();
-            if seen.get(&id) != Some(&status) {
-                let mark = match status.as_str() {
-                    "succeeded" => "✓",
-                    "failed" => "✗",
-                    "skipped" | "cancelled" => "-",
-                    _ => "…",
-                };
-                if tty {
-                    println!("{mark} {id:<24} {status}");
-                } else {
-                    println!("{id} {status}");
-                }
-                seen.insert(id, status);
-            }
-        }
+        // A closed stdout is no reason to stop following the run: its outcome is the exit code.
+        let _ = display.update(&run, &mut std::io::stdout().lock());
         let status = run["status"].as_str().unwrap_or("?");
         if matches!(status, "succeeded" | "failed" | "cancelled" | "timed_out") {
             println!("run {run_id} {status}");

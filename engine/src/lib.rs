@@ -5,12 +5,13 @@
 //! - [`planner`]: the DAG semantics as a pure function from a run's state to decisions
 //!   (dispatch, fan out, skip, emit, finish).
 //! - [`store`]: every run transition in one database transaction, with the outbox rows of the
-//!   messages it causes; results are fenced by attempt.
+//!   messages it causes; results are fenced by attempt and recorded in batches.
 //! - [`retry`]: whether and when a failed attempt runs again (policy, `Retry-After`).
 //! - [`topology`]: JetStream streams and the shared results consumer.
 //! - [`service`]: the engine process: relay, results loop, scheduler, HTTP API ([`api`]).
 //! - [`dev`]: `switchyard dev`, the whole stack in one process tree.
 //! - [`client`]: the engine API client behind the CLI's client verbs.
+//! - [`progress`]: the live step table of `switchyard run --wait`.
 //! - [`bench`]: `switchyard bench`, the local benchmark.
 //!
 //! A run flows: API → [`store::start_run`] (run + steps + outbox in one transaction) → relay
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod client;
 pub mod dev;
 pub mod planner;
+pub mod progress;
 pub mod retry;
 pub mod service;
 pub mod store;

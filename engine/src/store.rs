@@ -22,7 +22,6 @@ use schemas::db::entities::{AttemptStatus, RunStatus, StepStatus};
 use schemas::db::entities::{attempt, outbox, run, step_instance, workflow_version};
 use schemas::definition::Workflow;
 use schemas::envelope::{ErrorCode, Outcome, StepError, StepResult};
-use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, Set, TransactionTrait,
@@ -620,13 +619,13 @@ pub async fn unsent(db: &DatabaseConnection, limit: u64) -> Result<Vec<outbox::M
         .await?)
 }
 
-/// Marks outbox rows as published.
-pub async fn mark_sent(db: &DatabaseConnection, ids: &[i64]) -> Result<(), StoreError> {
+/// Removes published rows from the outbox: once JetStream has acknowledged a message, the
+/// row has done its job, and keeping it would only grow the table.
+pub async fn remove_sent(db: &DatabaseConnection, ids: &[i64]) -> Result<(), StoreError> {
     if ids.is_empty() {
         return Ok(());
     }
-    outbox::Entity::update_many()
-        .col_expr(outbox::Column::SentAt, Expr::value(Some(Utc::now())))
+    outbox::Entity::delete_many()
         .filter(outbox::Column::Id.is_in(ids.iter().copied()))
         .exec(db)
         .await?;

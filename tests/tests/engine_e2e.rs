@@ -245,6 +245,23 @@ async fn invalid_definitions_and_requests_get_clear_errors() -> Result<()> {
         .send()
         .await?;
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = r.json().await?;
+    assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+    assert_eq!(body["error"]["details"]["limit_bytes"], 1024 * 1024);
+    let r = stack
+        .http
+        .get(format!("{}/v1/runs?limit=lots", stack.api))
+        .send()
+        .await?;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body: Value = r.json().await?;
+    assert_eq!(body["error"]["code"], "invalid_input", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("limit")),
+        "{body}"
+    );
     let r = stack
         .http
         .get(format!("{}/readyz", stack.api))

@@ -249,8 +249,10 @@ async fn run_step(
     let publishing = publish(shared, &step, result, traceparent.as_deref());
     match with_heartbeat(msg, heartbeat, publishing).await {
         Ok(outcome) => {
-            // Double ack: wait until JetStream confirms, so a lost ack is at least logged.
-            if let Err(error) = msg.double_ack().await {
+            // A plain ack: waiting for JetStream to confirm it would cost a round trip per
+            // step and change nothing, since a lost ack only means a redelivery, whose result
+            // the engine fences out as a duplicate.
+            if let Err(error) = msg.ack().await {
                 events::AckFailed { error: &error }.emit();
             }
             events::StepFinished {

@@ -1,6 +1,7 @@
 //! API errors: a small, stable set of codes, mapped to HTTP statuses in one place.
 
 use axum::Json;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -86,6 +87,35 @@ impl ApiError {
 impl From<sea_orm::DbErr> for ApiError {
     fn from(e: sea_orm::DbErr) -> Self {
         ApiError::internal(e)
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(r: BytesRejection) -> Self {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                ApiErrorCode::PayloadTooLarge,
+                format!(
+                    "the body is larger than the {} bytes this route accepts",
+                    super::MAX_BODY_BYTES
+                ),
+            )
+            .with_details(json!({ "limit_bytes": super::MAX_BODY_BYTES }))
+        } else {
+            ApiError::new(ApiErrorCode::InvalidInput, r.body_text())
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::new(ApiErrorCode::InvalidInput, r.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        ApiError::new(ApiErrorCode::InvalidInput, r.body_text())
     }
 }
 

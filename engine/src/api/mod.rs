@@ -6,6 +6,7 @@
 pub mod error;
 
 use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
@@ -85,8 +86,9 @@ async fn openapi() -> impl IntoResponse {
 async fn put_workflow(
     State(s): State<Shared>,
     Path(name): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let body = body?;
     let text = std::str::from_utf8(&body).map_err(|_| {
         ApiError::new(
             ApiErrorCode::InvalidInput,
@@ -155,8 +157,9 @@ struct VersionQuery {
 async fn get_workflow(
     State(s): State<Shared>,
     Path(name): Path<String>,
-    Query(q): Query<VersionQuery>,
+    q: Result<Query<VersionQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q?;
     let row = store::get_workflow(&s.db, store::default_workspace(), &name, q.version)
         .await?
         .ok_or_else(|| match q.version {
@@ -176,8 +179,9 @@ async fn start_run(
     State(s): State<Shared>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let body = body?;
     let input: Value = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Null
     } else {
@@ -235,12 +239,19 @@ pub fn run_json(
     steps: &[step_instance::Model],
     attempts: &[attempt::Model],
 ) -> Value {
+    let mut by_step: std::collections::HashMap<Uuid, Vec<&attempt::Model>> =
+        std::collections::HashMap::new();
+    for a in attempts {
+        by_step.entry(a.step_instance_id).or_default().push(a);
+    }
     let steps: Vec<Value> = steps
         .iter()
         .map(|s| {
-            let tries: Vec<Value> = attempts
+            let tries: Vec<Value> = by_step
+                .get(&s.id)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
                 .iter()
-                .filter(|a| a.step_instance_id == s.id)
                 .map(|a| {
                     json!({
                         "attempt": a.attempt,
@@ -307,8 +318,9 @@ struct RunsQuery {
 
 async fn list_runs(
     State(s): State<Shared>,
-    Query(q): Query<RunsQuery>,
+    q: Result<Query<RunsQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q?;
     let status = match q.status.as_deref() {
         None => None,
         Some(text) => Some(

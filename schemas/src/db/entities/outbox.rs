@@ -20,7 +20,8 @@ pub struct Model {
     pub headers: Json,
     /// Enqueued at.
     pub created_at: DateTimeUtc,
-    /// Published (acknowledged by JetStream) at.
+    /// Always null: the relay deletes a row once JetStream has acknowledged it, so every
+    /// row in the table is unsent. Kept so databases created earlier need no migration.
     pub sent_at: Option<DateTimeUtc>,
 }
 
