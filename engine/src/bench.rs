@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use sea_orm::DatabaseConnection;
 use serde_json::json;
 use uuid::Uuid;
@@ -172,18 +173,32 @@ pub async fn run(options: BenchOptions) -> Result<Vec<Row>, BenchError> {
         target: "≤ 20 ms".into(),
     });
 
-    // 2. Sustained throughput: many chains in flight.
+    // 2. Sustained throughput: many chains in flight, started by several clients at once.
     let started = Instant::now();
-    let mut ids = Vec::new();
-    for _ in 0..options.runs {
-        ids.push(start(&api, "bench-chain", json!({})).await?);
-    }
+    let ids: Vec<Uuid> = futures::stream::iter(0..options.runs)
+        .map(|_| start(&api, "bench-chain", json!({})))
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
     wait_done(&db, &ids).await?;
     let elapsed = started.elapsed();
     let steps = options.runs * 10;
     rows.push(Row {
-        name: format!("sustained: {} runs × 10 steps in flight", options.runs),
+        name: format!(
+            "throughput: {} runs × 10 steps, first start to last finish",
+            options.runs
+        ),
         value: format!("{:.0} steps/s", steps as f64 / elapsed.as_secs_f64()),
+        target: "".into(),
+    });
+    rows.push(Row {
+        name: format!(
+            "sustained: {} runs × 10 steps, middle 80% of steps",
+            options.runs
+        ),
+        value: format!("{:.0} steps/s", steady_rate(&db, &ids).await?),
         target: "≥ 1,500 steps/s".into(),
     });
 
@@ -234,28 +249,60 @@ async fn apply(db: &DatabaseConnection, yaml: &str) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// Steps finished per second between the 10th and the 90th percentile of finish times: the
+/// rate once the load has ramped up and before the last runs drain, when fewer are in flight.
+async fn steady_rate(db: &DatabaseConnection, ids: &[Uuid]) -> Result<f64, BenchError> {
+    use schemas::db::entities::step_instance;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+
+    let mut finished = Vec::new();
+    for chunk in ids.chunks(1_000) {
+        let rows = step_instance::Entity::find()
+            .filter(step_instance::Column::RunId.is_in(chunk.iter().copied()))
+            .all(db)
+            .await
+            .map_err(setup)?;
+        finished.extend(rows.into_iter().filter_map(|r| r.finished_at));
+    }
+    finished.sort();
+    if finished.len() < 10 {
+        return Err(BenchError::Run("too few steps to measure a rate".into()));
+    }
+    let (lo, hi) = (finished.len() / 10, finished.len() * 9 / 10);
+    let window = (finished[hi] - finished[lo]).to_std().unwrap_or_default();
+    Ok((hi - lo) as f64 / window.as_secs_f64().max(1e-6))
+}
+
+/// Waits until every run has finished, failing on the first that did not succeed. One query
+/// per poll, for the runs that finished since the last one, so that watching costs the engine
+/// and the database little next to what is measured.
 async fn wait_done(db: &DatabaseConnection, ids: &[Uuid]) -> Result<(), BenchError> {
+    use schemas::db::entities::{RunStatus, run};
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+
     let deadline = Instant::now() + Duration::from_secs(300);
-    let mut pending: Vec<Uuid> = ids.to_vec();
+    let mut pending: std::collections::HashSet<Uuid> = ids.iter().copied().collect();
     while !pending.is_empty() {
-        let mut still = Vec::new();
-        for id in pending {
-            let run = store::get_run(db, store::default_workspace(), id)
-                .await
-                .map_err(setup)?;
-            match run {
-                Some((r, _, _)) if r.status.is_terminal() => {
-                    if r.status != schemas::db::entities::RunStatus::Succeeded {
-                        return Err(BenchError::Run(format!(
-                            "run {id} ended {:?}: {:?}",
-                            r.status, r.error
-                        )));
-                    }
-                }
-                _ => still.push(id),
+        let finished = run::Entity::find()
+            .filter(run::Column::Id.is_in(pending.iter().copied()))
+            .filter(run::Column::Status.is_in([
+                RunStatus::Succeeded,
+                RunStatus::Failed,
+                RunStatus::Cancelled,
+                RunStatus::TimedOut,
+            ]))
+            .all(db)
+            .await
+            .map_err(setup)?;
+        for r in finished {
+            if r.status != RunStatus::Succeeded {
+                return Err(BenchError::Run(format!(
+                    "run {} ended {:?}: {:?}",
+                    r.id, r.status, r.error
+                )));
             }
+            pending.remove(&r.id);
         }
-        pending = still;
         if Instant::now() > deadline {
             return Err(BenchError::Run(format!(
                 "{} runs did not finish in 300s",
