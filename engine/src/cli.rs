@@ -81,6 +81,10 @@ pub enum Command {
         /// Address of the HTTP API.
         #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Result batches recorded at once on PostgreSQL. One keeps batches largest; more can
+        /// help when the database has cores to spare.
+        #[arg(long, env = "SWITCHYARD_RESULT_RECORDERS", default_value_t = 1)]
+        result_recorders: usize,
     },
     /// Run a worker process (stateless; run as many as the load needs).
     Worker {
@@ -262,8 +266,14 @@ fn async_main(command: Command) -> ExitCode {
                     }
                 }
             }
-            Command::Engine { nats_url, database_url, listen } => {
-                let config = crate::service::EngineConfig { nats_url, database_url, listen, ..Default::default() };
+            Command::Engine { nats_url, database_url, listen, result_recorders } => {
+                let config = crate::service::EngineConfig {
+                    nats_url,
+                    database_url,
+                    listen,
+                    result_recorders,
+                    ..Default::default()
+                };
                 match crate::service::run(config, shutdown_signal(), None).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {

@@ -169,14 +169,14 @@ impl Display {
                 run["workflow"].as_str().unwrap_or("?"),
             )?;
             for line in &lines {
-                writeln!(
-                    out,
+                let text = format!(
                     "  {} {:<24} {:<11} {}",
                     line.mark(),
                     line.id,
                     line.status,
                     line.detail()
-                )?;
+                );
+                writeln!(out, "{}", text.trim_end())?;
             }
             self.drawn = lines.len() + 1;
         } else {

@@ -1,5 +1,6 @@
-//! Faults across process boundaries: a worker process killed mid-step, steps committed but never
-//! published, NATS restarted mid-run, results delivered twice, rate limits honoured.
+//! Faults across process boundaries: a worker process killed mid-step, an engine process killed
+//! between its commit and its publish, NATS restarted mid-run, results delivered twice, rate
+//! limits honoured.
 
 mod common;
 
@@ -8,7 +9,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use common::{Stack, WAIT, start_fake, step, switchyard_bin};
+use common::{
+    Stack, WAIT, spawn_engine_process, spawn_worker_process, start_fake, step, switchyard_bin,
+};
 use schemas::envelope::{ENVELOPE_VERSION, Outcome, StepResult};
 use serde_json::json;
 use switchyard_tests::{Backend, wait_until};
@@ -66,76 +69,58 @@ async fn a_worker_killed_mid_step_is_replaced_and_the_run_completes() -> Result<
 }
 
 #[tokio::test]
-async fn steps_committed_but_never_published_are_sent_by_the_relay() -> Result<()> {
+async fn an_engine_killed_between_commit_and_publish_leaves_its_steps_to_the_next_engine()
+-> Result<()> {
     let (fake_addr, fake) = start_fake().await?;
     let nats = switchyard_tests::NatsServer::start().await?;
     let db = switchyard_tests::TestDatabase::new(Backend::Postgres).await?;
-    // What an engine that crashed right after its commit leaves behind: the run and its step
-    // messages in the database, nothing on the stream.
+    let http = reqwest::Client::new();
+    let (mut first, api) = spawn_engine_process(&nats.url(), db.url()).await?;
+    let yaml = format!(
+        "name: orphan\nsteps:\n  - {{ id: call, action: http.request, with: {{ url: \"http://{fake_addr}/ok\" }} }}\n"
+    );
+    http.put(format!("{api}/v1/workflows/orphan"))
+        .body(yaml)
+        .send()
+        .await?
+        .error_for_status()?;
+    // Take the steps stream away: the engine's commits still go through, its publishes cannot,
+    // so the run below stays committed and unpublished for as long as this engine lives.
+    nats.jetstream()
+        .await?
+        .delete_stream(schemas::transport::STEPS_STREAM)
+        .await?;
+    let started: serde_json::Value = http
+        .post(format!("{api}/v1/workflows/orphan/runs"))
+        .json(&json!({}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let run_id = started["run_id"].as_str().context("run_id")?.to_owned();
     let conn = engine::service::connect_db(db.url()).await?;
-    let wf = schemas::validate::validate(
-        &format!("name: orphan\nsteps:\n  - {{ id: call, action: http.request, with: {{ url: \"http://{fake_addr}/ok\" }} }}\n"),
-        &connectors::Registry::builtin(),
-    )
-    .map_err(|p| anyhow::anyhow!("{p}"))?;
-    engine::store::put_workflow(&conn, engine::store::default_workspace(), &wf, "").await?;
-    let started = engine::store::start_run(
-        &conn,
-        &engine::store::Definitions::default(),
-        engine::store::default_workspace(),
-        "orphan",
-        json!({}),
-        None,
-        json!({}),
-    )
-    .await?;
     assert_eq!(engine::store::unsent(&conn, 10).await?.len(), 1);
-    assert_eq!(fake.hits.load(Ordering::SeqCst), 0);
+    first.start_kill()?; // SIGKILL: the relay never gets another chance
+    first.wait().await?;
 
-    // A fresh engine (and a worker) come up and finish the run.
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let config = engine::service::EngineConfig {
-        nats_url: nats.url(),
-        database_url: db.url().to_owned(),
-        listen: "127.0.0.1:0".parse()?,
-        ..Default::default()
-    };
-    let mut rx = stop_rx.clone();
-    let engine_task = tokio::spawn(engine::service::run(
-        config,
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        },
-        None,
-    ));
-    let mut rx = stop_rx.clone();
-    let worker = workers::WorkerConfig {
-        nats_url: nats.url(),
-        ..Default::default()
-    };
-    let worker_task = tokio::spawn(workers::run(worker, async move {
-        let _ = rx.wait_for(|s| *s).await;
-    }));
+    // A worker process, then a second engine process: it recreates the stream at start-up and
+    // its relay sends what the first engine left in the outbox.
+    let _worker = spawn_worker_process(&nats.url(), "replacement")?;
+    let (_second, api) = spawn_engine_process(&nats.url(), db.url()).await?;
+    let url = format!("{api}/v1/runs/{run_id}");
     wait_until(
         || async {
-            let run =
-                engine::store::get_run(&conn, engine::store::default_workspace(), started.run_id)
-                    .await?;
-            Ok::<bool, anyhow::Error>(run.is_some_and(|(r, _, _)| r.status.is_terminal()))
+            let run: serde_json::Value = http.get(&url).send().await?.json().await?;
+            Ok::<bool, anyhow::Error>(run["finished_at"].is_string())
         },
         WAIT,
     )
     .await?;
-    let (run, _, _) =
-        engine::store::get_run(&conn, engine::store::default_workspace(), started.run_id)
-            .await?
-            .context("run")?;
-    assert_eq!(run.status, schemas::db::entities::RunStatus::Succeeded);
+    let run: serde_json::Value = http.get(&url).send().await?.json().await?;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
     assert_eq!(fake.hits.load(Ordering::SeqCst), 1);
     assert!(engine::store::unsent(&conn, 10).await?.is_empty());
-    let _ = stop.send(true);
-    let _ = engine_task.await;
-    let _ = worker_task.await;
     Ok(())
 }
 
@@ -278,26 +263,55 @@ async fn a_429_with_retry_after_is_honoured_while_other_steps_keep_flowing() -> 
 }
 
 #[tokio::test]
-async fn two_engines_and_three_workers_record_every_step_once() -> Result<()> {
+async fn two_engine_processes_and_three_worker_processes_record_every_step_once() -> Result<()> {
     let (fake_addr, fake) = start_fake().await?;
-    let stack = Stack::start_with_workers(Backend::Postgres, 3).await?;
-    // A second engine on the same database and NATS.
-    stack.spawn_engine()?;
-    stack
-        .apply(&format!(
+    let nats = switchyard_tests::NatsServer::start().await?;
+    let db = switchyard_tests::TestDatabase::new(Backend::Postgres).await?;
+    let (_one, first) = spawn_engine_process(&nats.url(), db.url()).await?;
+    let (_two, second) = spawn_engine_process(&nats.url(), db.url()).await?;
+    let _workers = ["w1", "w2", "w3"]
+        .into_iter()
+        .map(|id| spawn_worker_process(&nats.url(), id))
+        .collect::<Result<Vec<_>>>()?;
+    let http = reqwest::Client::new();
+    http.put(format!("{first}/v1/workflows/shared"))
+        .body(format!(
             "name: shared\nsteps:\n  - {{ id: a, action: http.request, with: {{ url: \"http://{fake_addr}/ok\" }} }}\n  - {{ id: fan, needs: [a], for_each: [1, 2, 3, 4, 5], action: http.request, with: {{ url: \"http://{fake_addr}/ok\" }} }}\n  - {{ id: z, needs: [fan], action: http.request, with: {{ url: \"http://{fake_addr}/ok\" }} }}\n"
         ))
-        .await?;
+        .send()
+        .await?
+        .error_for_status()?;
+    // Runs started through both engines; both record results from the one results stream.
     let mut ids = Vec::new();
-    for _ in 0..20 {
-        ids.push(stack.start_run("shared", json!({}), None).await?.1);
+    for i in 0..20 {
+        let api = if i % 2 == 0 { &first } else { &second };
+        let started: serde_json::Value = http
+            .post(format!("{api}/v1/workflows/shared/runs"))
+            .json(&json!({}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        ids.push(started["run_id"].as_str().context("run_id")?.to_owned());
     }
+    let mut workers_seen = std::collections::BTreeSet::new();
     for id in &ids {
-        let run = stack.finished(id, WAIT).await?;
+        let url = format!("{second}/v1/runs/{id}");
+        wait_until(
+            || async {
+                let run: serde_json::Value = http.get(&url).send().await?.json().await?;
+                Ok::<bool, anyhow::Error>(run["finished_at"].is_string())
+            },
+            WAIT,
+        )
+        .await?;
+        let run: serde_json::Value = http.get(&url).send().await?.json().await?;
         assert_eq!(run["status"], "succeeded", "{run:#}");
         for s in run["steps"].as_array().into_iter().flatten() {
             if s.get("items").is_none() {
                 assert_eq!(s["history"].as_array().map(Vec::len), Some(1), "{s:#}");
+                workers_seen.insert(s["history"][0]["worker"].to_string());
             }
         }
     }
@@ -305,6 +319,10 @@ async fn two_engines_and_three_workers_record_every_step_once() -> Result<()> {
         fake.hits.load(Ordering::SeqCst),
         20 * 7,
         "every action ran exactly once"
+    );
+    assert!(
+        workers_seen.len() > 1,
+        "one worker did everything: {workers_seen:?}"
     );
     Ok(())
 }

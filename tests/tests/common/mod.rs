@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -174,6 +175,62 @@ pub async fn start_fake() -> Result<(SocketAddr, Arc<Fake>)> {
     Ok((addr, fake))
 }
 
+/// Starts a `switchyard engine` process on port 0 and returns it with its API's URL, read from
+/// the line it logs once listening. Its later output is drained so it never blocks on a pipe.
+pub async fn spawn_engine_process(
+    nats_url: &str,
+    database_url: &str,
+) -> Result<(tokio::process::Child, String)> {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let mut child = tokio::process::Command::new(switchyard_bin()?)
+        .args([
+            "engine",
+            "--nats-url",
+            nats_url,
+            "--database-url",
+            database_url,
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("spawn engine")?;
+    let mut lines = BufReader::new(child.stderr.take().context("engine stderr")?).lines();
+    let addr = tokio::time::timeout(WAIT, async {
+        while let Some(line) = lines.next_line().await? {
+            if line.contains("engine listening")
+                && let Some(addr) = line.split("addr=").nth(1)
+            {
+                return Ok(addr
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned());
+            }
+        }
+        anyhow::bail!("the engine exited before listening")
+    })
+    .await
+    .context("the engine did not start listening in time")??;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, format!("http://{addr}")))
+}
+
+/// Starts a `switchyard worker` process with the given id.
+pub fn spawn_worker_process(nats_url: &str, worker_id: &str) -> Result<tokio::process::Child> {
+    tokio::process::Command::new(switchyard_bin()?)
+        .args(["worker", "--nats-url", nats_url, "--worker-id", worker_id])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("spawn worker")
+}
+
 /// An engine and one worker on a private nats-server and database, stopped on drop.
 pub struct Stack {
     pub api: String,
@@ -227,26 +284,6 @@ impl Stack {
             });
         }
         Ok(stack)
-    }
-
-    /// Starts another engine on the stack's database and NATS; it stops with the stack.
-    pub fn spawn_engine(&self) -> Result<()> {
-        let config = engine::service::EngineConfig {
-            nats_url: self.nats.url(),
-            database_url: self.db.url().to_owned(),
-            listen: "127.0.0.1:0".parse()?,
-            ..Default::default()
-        };
-        let mut rx = self.stop.subscribe();
-        tokio::spawn(async move {
-            let stopped = async move {
-                let _ = rx.wait_for(|s| *s).await;
-            };
-            if let Err(e) = engine::service::run(config, stopped, None).await {
-                eprintln!("engine: {e}");
-            }
-        });
-        Ok(())
     }
 
     /// Starts an in-process worker that stops with the stack.
