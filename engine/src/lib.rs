@@ -8,6 +8,7 @@
 //!   messages it causes; results are fenced by attempt and recorded in batches.
 //! - [`retry`]: whether and when a failed attempt runs again (policy, `Retry-After`).
 //! - [`topology`]: JetStream streams and the shared results consumer.
+//! - [`triggers`]: what starts runs from outside; so far webhook signature verification.
 //! - [`service`]: the engine process: relay, results loop, scheduler, HTTP API ([`api`]).
 //! - [`dev`]: `switchyard dev`, the whole stack in one process tree.
 //! - [`client`]: the engine API client behind the CLI's client verbs.
@@ -29,3 +30,4 @@ pub mod retry;
 pub mod service;
 pub mod store;
 pub mod topology;
+pub mod triggers;
