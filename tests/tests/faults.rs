@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use common::{
-    Stack, WAIT, spawn_engine_process, spawn_worker_process, start_fake, step, switchyard_bin,
+    Api, Stack, WAIT, spawn_engine_process, spawn_worker_process, start_fake, step, switchyard_bin,
 };
 use schemas::envelope::{ENVELOPE_VERSION, Outcome, StepResult};
 use serde_json::json;
@@ -74,31 +74,19 @@ async fn an_engine_killed_between_commit_and_publish_leaves_its_steps_to_the_nex
     let (fake_addr, fake) = start_fake().await?;
     let nats = switchyard_tests::NatsServer::start().await?;
     let db = switchyard_tests::TestDatabase::new(Backend::Postgres).await?;
-    let http = reqwest::Client::new();
     let (mut first, api) = spawn_engine_process(&nats.url(), db.url()).await?;
-    let yaml = format!(
+    let api = Api::new(api);
+    api.apply(&format!(
         "name: orphan\nsteps:\n  - {{ id: call, action: http.request, with: {{ url: \"http://{fake_addr}/ok\" }} }}\n"
-    );
-    http.put(format!("{api}/v1/workflows/orphan"))
-        .body(yaml)
-        .send()
-        .await?
-        .error_for_status()?;
+    ))
+    .await?;
     // Take the steps stream away: the engine's commits still go through, its publishes cannot,
     // so the run below stays committed and unpublished for as long as this engine lives.
     nats.jetstream()
         .await?
         .delete_stream(schemas::transport::STEPS_STREAM)
         .await?;
-    let started: serde_json::Value = http
-        .post(format!("{api}/v1/workflows/orphan/runs"))
-        .json(&json!({}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let run_id = started["run_id"].as_str().context("run_id")?.to_owned();
+    let (_, run_id) = api.start_run("orphan", json!({}), None).await?;
     let conn = engine::service::connect_db(db.url()).await?;
     assert_eq!(engine::store::unsent(&conn, 10).await?.len(), 1);
     first.start_kill()?; // SIGKILL: the relay never gets another chance
@@ -108,16 +96,7 @@ async fn an_engine_killed_between_commit_and_publish_leaves_its_steps_to_the_nex
     // its relay sends what the first engine left in the outbox.
     let _worker = spawn_worker_process(&nats.url(), "replacement")?;
     let (_second, api) = spawn_engine_process(&nats.url(), db.url()).await?;
-    let url = format!("{api}/v1/runs/{run_id}");
-    wait_until(
-        || async {
-            let run: serde_json::Value = http.get(&url).send().await?.json().await?;
-            Ok::<bool, anyhow::Error>(run["finished_at"].is_string())
-        },
-        WAIT,
-    )
-    .await?;
-    let run: serde_json::Value = http.get(&url).send().await?.json().await?;
+    let run = Api::new(api).finished(&run_id, WAIT).await?;
     assert_eq!(run["status"], "succeeded", "{run:#}");
     assert_eq!(fake.hits.load(Ordering::SeqCst), 1);
     assert!(engine::store::unsent(&conn, 10).await?.is_empty());
@@ -273,40 +252,21 @@ async fn two_engine_processes_and_three_worker_processes_record_every_step_once(
         .into_iter()
         .map(|id| spawn_worker_process(&nats.url(), id))
         .collect::<Result<Vec<_>>>()?;
-    let http = reqwest::Client::new();
-    http.put(format!("{first}/v1/workflows/shared"))
-        .body(format!(
+    let (first, second) = (Api::new(first), Api::new(second));
+    first
+        .apply(&format!(
             "name: shared\nsteps:\n  - {{ id: a, action: http.request, with: {{ url: \"http://{fake_addr}/ok\" }} }}\n  - {{ id: fan, needs: [a], for_each: [1, 2, 3, 4, 5], action: http.request, with: {{ url: \"http://{fake_addr}/ok\" }} }}\n  - {{ id: z, needs: [fan], action: http.request, with: {{ url: \"http://{fake_addr}/ok\" }} }}\n"
         ))
-        .send()
-        .await?
-        .error_for_status()?;
+        .await?;
     // Runs started through both engines; both record results from the one results stream.
     let mut ids = Vec::new();
     for i in 0..20 {
         let api = if i % 2 == 0 { &first } else { &second };
-        let started: serde_json::Value = http
-            .post(format!("{api}/v1/workflows/shared/runs"))
-            .json(&json!({}))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        ids.push(started["run_id"].as_str().context("run_id")?.to_owned());
+        ids.push(api.start_run("shared", json!({}), None).await?.1);
     }
     let mut workers_seen = std::collections::BTreeSet::new();
     for id in &ids {
-        let url = format!("{second}/v1/runs/{id}");
-        wait_until(
-            || async {
-                let run: serde_json::Value = http.get(&url).send().await?.json().await?;
-                Ok::<bool, anyhow::Error>(run["finished_at"].is_string())
-            },
-            WAIT,
-        )
-        .await?;
-        let run: serde_json::Value = http.get(&url).send().await?.json().await?;
+        let run = second.finished(id, WAIT).await?;
         assert_eq!(run["status"], "succeeded", "{run:#}");
         for s in run["steps"].as_array().into_iter().flatten() {
             if s.get("items").is_none() {

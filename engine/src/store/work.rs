@@ -406,36 +406,14 @@ pub(crate) async fn flush<'a>(
         events,
     } = writes;
     // The run lock already fences attempts; the unique key is the last line of defence.
-    for chunk in attempts.chunks(ROWS_PER_STATEMENT) {
-        attempt::Entity::insert_many(chunk.iter().cloned())
-            .on_conflict(
-                OnConflict::columns([attempt::Column::StepInstanceId, attempt::Column::Attempt])
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .exec_without_returning(tx)
-            .await?;
-    }
-    for chunk in events.chunks(ROWS_PER_STATEMENT) {
-        event::Entity::insert_many(chunk.iter().cloned())
-            .on_conflict(
-                OnConflict::column(event::Column::Id)
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .exec_without_returning(tx)
-            .await?;
-    }
-    for chunk in messages.chunks(ROWS_PER_STATEMENT) {
-        outbox::Entity::insert_many(chunk.iter().cloned())
-            .on_conflict(
-                OnConflict::column(outbox::Column::MsgId)
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .exec_without_returning(tx)
-            .await?;
-    }
+    insert_new(
+        tx,
+        &attempts,
+        OnConflict::columns([attempt::Column::StepInstanceId, attempt::Column::Attempt]),
+    )
+    .await?;
+    insert_new(tx, &events, OnConflict::column(event::Column::Id)).await?;
+    insert_new(tx, &messages, OnConflict::column(outbox::Column::MsgId)).await?;
     for work in works {
         if let Some(finish) = &work.finish {
             run::Entity::update_many()
@@ -448,6 +426,25 @@ pub(crate) async fn flush<'a>(
                 .exec(tx)
                 .await?;
         }
+    }
+    Ok(())
+}
+
+/// Inserts rows in multi-row statements, leaving alone any that conflicts on `key`.
+async fn insert_new<A>(
+    tx: &DatabaseTransaction,
+    rows: &[A],
+    mut key: OnConflict,
+) -> Result<(), StoreError>
+where
+    A: sea_orm::ActiveModelTrait + Clone + Send,
+{
+    key.do_nothing();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        A::Entity::insert_many(chunk.iter().cloned())
+            .on_conflict(key.clone())
+            .exec_without_returning(tx)
+            .await?;
     }
     Ok(())
 }

@@ -300,13 +300,59 @@ impl Stack {
     }
 
     pub async fn apply(&self, yaml: &str) -> Result<Value> {
+        self.client().apply(yaml).await
+    }
+
+    pub async fn start_run(
+        &self,
+        workflow: &str,
+        input: Value,
+        key: Option<&str>,
+    ) -> Result<(StatusCode, String)> {
+        self.client().start_run(workflow, input, key).await
+    }
+
+    pub async fn run(&self, id: &str) -> Result<Value> {
+        self.client().run(id).await
+    }
+
+    /// Polls the run until it ends, and returns it.
+    pub async fn finished(&self, id: &str, within: Duration) -> Result<Value> {
+        self.client().finished(id, within).await
+    }
+
+    /// The stack's engine API.
+    pub fn client(&self) -> Api {
+        Api {
+            url: self.api.clone(),
+            http: self.http.clone(),
+        }
+    }
+}
+
+/// An engine's API, as a client sees it.
+#[derive(Clone)]
+pub struct Api {
+    pub url: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(url: String) -> Self {
+        Api {
+            url,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn apply(&self, yaml: &str) -> Result<Value> {
         let name = yaml
             .lines()
             .find_map(|l| l.strip_prefix("name: "))
             .context("definition has a name line")?;
         let r = self
             .http
-            .put(format!("{}/v1/workflows/{name}", self.api))
+            .put(format!("{}/v1/workflows/{name}", self.url))
             .body(yaml.to_owned())
             .send()
             .await?;
@@ -326,7 +372,7 @@ impl Stack {
     ) -> Result<(StatusCode, String)> {
         let mut req = self
             .http
-            .post(format!("{}/v1/workflows/{workflow}/runs", self.api))
+            .post(format!("{}/v1/workflows/{workflow}/runs", self.url))
             .json(&input);
         if let Some(k) = key {
             req = req.header("idempotency-key", k);
@@ -343,7 +389,7 @@ impl Stack {
     pub async fn run(&self, id: &str) -> Result<Value> {
         Ok(self
             .http
-            .get(format!("{}/v1/runs/{id}", self.api))
+            .get(format!("{}/v1/runs/{id}", self.url))
             .send()
             .await?
             .json()
