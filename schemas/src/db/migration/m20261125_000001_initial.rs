@@ -110,6 +110,35 @@ enum Events {
     CreatedAt,
 }
 
+/// An index on `cols` of `table`, created only if missing.
+fn index<T, C>(name: &str, table: T, cols: impl IntoIterator<Item = C>) -> IndexCreateStatement
+where
+    T: IntoTableRef,
+    C: IntoIndexColumn,
+{
+    let mut index = Index::create();
+    index.name(name).table(table).if_not_exists();
+    for col in cols {
+        index.col(col);
+    }
+    index
+}
+
+/// A unique index on `cols` of `table`, created only if missing.
+fn unique_index<T, C>(
+    name: &str,
+    table: T,
+    cols: impl IntoIterator<Item = C>,
+) -> IndexCreateStatement
+where
+    T: IntoTableRef,
+    C: IntoIndexColumn,
+{
+    let mut index = index(name, table, cols);
+    index.unique();
+    index
+}
+
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     // PostgreSQL gets a transaction by default; SQLite's DDL is transactional too, so ask for
@@ -162,17 +191,15 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager
-            .create_index(
-                Index::create()
-                    .name("ux_workflow_versions_name_version")
-                    .table(WorkflowVersions::Table)
-                    .col(WorkflowVersions::WorkspaceId)
-                    .col(WorkflowVersions::Name)
-                    .col(WorkflowVersions::Version)
-                    .unique()
-                    .if_not_exists()
-                    .to_owned(),
-            )
+            .create_index(unique_index(
+                "ux_workflow_versions_name_version",
+                WorkflowVersions::Table,
+                [
+                    WorkflowVersions::WorkspaceId,
+                    WorkflowVersions::Name,
+                    WorkflowVersions::Version,
+                ],
+            ))
             .await?;
 
         manager
@@ -200,45 +227,32 @@ impl MigrationTrait for Migration {
             .await?;
         // NULL keys never collide (both databases treat NULLs as distinct in unique indexes).
         manager
-            .create_index(
-                Index::create()
-                    .name("ux_runs_idempotency")
-                    .table(Runs::Table)
-                    .col(Runs::WorkspaceId)
-                    .col(Runs::WorkflowName)
-                    .col(Runs::IdempotencyKey)
-                    .unique()
-                    .if_not_exists()
-                    .to_owned(),
-            )
+            .create_index(unique_index(
+                "ux_runs_idempotency",
+                Runs::Table,
+                [Runs::WorkspaceId, Runs::WorkflowName, Runs::IdempotencyKey],
+            ))
             .await?;
-        for (name, cols) in [
-            (
-                "ix_runs_status",
-                [Runs::WorkspaceId, Runs::Status, Runs::CreatedAt],
-            ),
-            (
-                "ix_runs_workflow",
-                [Runs::WorkspaceId, Runs::WorkflowName, Runs::CreatedAt],
-            ),
-        ] {
-            let mut index = Index::create();
-            index.name(name).table(Runs::Table).if_not_exists();
-            for c in cols {
-                index.col(c);
-            }
-            manager.create_index(index.to_owned()).await?;
-        }
         manager
-            .create_index(
-                Index::create()
-                    .name("ix_runs_deadline")
-                    .table(Runs::Table)
-                    .col(Runs::Status)
-                    .col(Runs::DeadlineAt)
-                    .if_not_exists()
-                    .to_owned(),
-            )
+            .create_index(index(
+                "ix_runs_status",
+                Runs::Table,
+                [Runs::WorkspaceId, Runs::Status, Runs::CreatedAt],
+            ))
+            .await?;
+        manager
+            .create_index(index(
+                "ix_runs_workflow",
+                Runs::Table,
+                [Runs::WorkspaceId, Runs::WorkflowName, Runs::CreatedAt],
+            ))
+            .await?;
+        manager
+            .create_index(index(
+                "ix_runs_deadline",
+                Runs::Table,
+                [Runs::Status, Runs::DeadlineAt],
+            ))
             .await?;
 
         manager
@@ -273,28 +287,22 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager
-            .create_index(
-                Index::create()
-                    .name("ux_step_instances_key")
-                    .table(StepInstances::Table)
-                    .col(StepInstances::RunId)
-                    .col(StepInstances::StepId)
-                    .col(StepInstances::ItemIndex)
-                    .unique()
-                    .if_not_exists()
-                    .to_owned(),
-            )
+            .create_index(unique_index(
+                "ux_step_instances_key",
+                StepInstances::Table,
+                [
+                    StepInstances::RunId,
+                    StepInstances::StepId,
+                    StepInstances::ItemIndex,
+                ],
+            ))
             .await?;
         manager
-            .create_index(
-                Index::create()
-                    .name("ix_step_instances_due")
-                    .table(StepInstances::Table)
-                    .col(StepInstances::Status)
-                    .col(StepInstances::DueAt)
-                    .if_not_exists()
-                    .to_owned(),
-            )
+            .create_index(index(
+                "ix_step_instances_due",
+                StepInstances::Table,
+                [StepInstances::Status, StepInstances::DueAt],
+            ))
             .await?;
 
         manager
@@ -323,26 +331,14 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager
-            .create_index(
-                Index::create()
-                    .name("ux_attempts_step_attempt")
-                    .table(Attempts::Table)
-                    .col(Attempts::StepInstanceId)
-                    .col(Attempts::Attempt)
-                    .unique()
-                    .if_not_exists()
-                    .to_owned(),
-            )
+            .create_index(unique_index(
+                "ux_attempts_step_attempt",
+                Attempts::Table,
+                [Attempts::StepInstanceId, Attempts::Attempt],
+            ))
             .await?;
         manager
-            .create_index(
-                Index::create()
-                    .name("ix_attempts_run")
-                    .table(Attempts::Table)
-                    .col(Attempts::RunId)
-                    .if_not_exists()
-                    .to_owned(),
-            )
+            .create_index(index("ix_attempts_run", Attempts::Table, [Attempts::RunId]))
             .await?;
 
         manager
@@ -361,15 +357,11 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager
-            .create_index(
-                Index::create()
-                    .name("ix_outbox_unsent")
-                    .table(Outbox::Table)
-                    .col(Outbox::SentAt)
-                    .col(Outbox::Id)
-                    .if_not_exists()
-                    .to_owned(),
-            )
+            .create_index(index(
+                "ix_outbox_unsent",
+                Outbox::Table,
+                [Outbox::SentAt, Outbox::Id],
+            ))
             .await?;
 
         manager
