@@ -131,15 +131,7 @@ pub async fn run(options: BenchOptions) -> Result<Vec<Row>, BenchError> {
     });
 
     // 1. Per-step overhead.
-    let mut chain = format!(
-        "name: bench-chain\nsteps:\n  - {{ id: s0, action: http.request, with: {{ url: \"{url}\" }} }}\n"
-    );
-    for i in 1..10 {
-        chain.push_str(&format!(
-            "  - {{ id: s{i}, needs: [s{}], action: http.request, with: {{ url: \"{url}\" }} }}\n",
-            i - 1
-        ));
-    }
+    let chain = chain_definition("bench-chain", 10, &url);
     apply(&db, &chain).await?;
     let mut gaps = Vec::new();
     // Warm up connections and caches.
@@ -271,6 +263,21 @@ async fn steady_rate(db: &DatabaseConnection, ids: &[Uuid]) -> Result<f64, Bench
     let (lo, hi) = (finished.len() / 10, finished.len() * 9 / 10);
     let window = (finished[hi] - finished[lo]).to_std().unwrap_or_default();
     Ok((hi - lo) as f64 / window.as_secs_f64().max(1e-6))
+}
+
+/// A workflow of `steps` `http.request` calls to `url`, each needing the one before it.
+pub fn chain_definition(name: &str, steps: usize, url: &str) -> String {
+    let mut yaml = format!("name: {name}\nsteps:\n");
+    for i in 0..steps {
+        let needs = match i {
+            0 => String::new(),
+            _ => format!(", needs: [s{}]", i - 1),
+        };
+        yaml.push_str(&format!(
+            "  - {{ id: s{i}{needs}, action: http.request, with: {{ url: \"{url}\" }} }}\n"
+        ));
+    }
+    yaml
 }
 
 /// Waits until every run has finished, failing on the first that did not succeed. One query

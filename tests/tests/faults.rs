@@ -166,15 +166,7 @@ async fn a_result_delivered_twice_changes_nothing_the_second_time() -> Result<()
 async fn runs_complete_across_a_nats_restart() -> Result<()> {
     let (fake_addr, fake) = start_fake().await?;
     let mut stack = Stack::start(Backend::Sqlite).await?;
-    let mut yaml = format!(
-        "name: across\nsteps:\n  - {{ id: s0, action: http.request, with: {{ url: \"http://{fake_addr}/ok\" }} }}\n"
-    );
-    for i in 1..6 {
-        yaml.push_str(&format!(
-            "  - {{ id: s{i}, needs: [s{}], action: http.request, with: {{ url: \"http://{fake_addr}/ok\" }} }}\n",
-            i - 1
-        ));
-    }
+    let yaml = engine::bench::chain_definition("across", 6, &format!("http://{fake_addr}/ok"));
     stack.apply(&yaml).await?;
     let (_, id) = stack.start_run("across", json!({}), None).await?;
     wait_until(|| async { fake.hits.load(Ordering::SeqCst) >= 2 }, WAIT).await?;
