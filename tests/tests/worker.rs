@@ -255,6 +255,15 @@ impl Rig {
         }
     }
 
+    /// Announces a run's cancellation as the engine does, and waits until NATS has it.
+    async fn cancel(&self, run_id: Uuid) -> Result<()> {
+        self.client
+            .publish(transport::CANCEL_SUBJECT, run_id.to_string().into())
+            .await?;
+        self.client.flush().await?;
+        Ok(())
+    }
+
     /// Publishes a step as the engine does: `Nats-Msg-Id` and the trace context in headers.
     async fn publish(&self, step: &StepMessage) -> Result<()> {
         let mut headers = HeaderMap::new();
@@ -564,13 +573,7 @@ async fn a_step_of_a_cancelled_run_is_not_executed() -> Result<()> {
     wait_until(|| async { rig.fake.in_flight() == 1 }, WITHIN).await?;
 
     let cancelled = rig.step("/ok/cancelled");
-    rig.client
-        .publish(
-            transport::CANCEL_SUBJECT,
-            cancelled.run_id.to_string().into(),
-        )
-        .await?;
-    rig.client.flush().await?;
+    rig.cancel(cancelled.run_id).await?;
     rig.publish(&cancelled).await?;
     rig.fake.release();
 
@@ -591,9 +594,7 @@ async fn a_running_step_of_a_cancelled_run_is_abandoned() -> Result<()> {
     rig.publish(&running).await?;
     wait_until(|| async { rig.fake.in_flight() == 1 }, WITHIN).await?;
 
-    rig.client
-        .publish(transport::CANCEL_SUBJECT, running.run_id.to_string().into())
-        .await?;
+    rig.cancel(running.run_id).await?;
     let (result, _) = rig.next_result().await?;
     assert_eq!(result.run_id, running.run_id);
     assert_eq!(failure(&result)?.code, ErrorCode::Cancelled);
