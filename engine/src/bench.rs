@@ -83,6 +83,8 @@ pub async fn run(options: BenchOptions) -> Result<Vec<Row>, BenchError> {
             database_url: database_url.clone(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             tick: Duration::from_millis(50),
+            keyring: Some(std::sync::Arc::new(bench_keyring()?)),
+            webhook_workspace_rate: None,
             ..Default::default()
         },
         async move {
@@ -362,4 +364,10 @@ pub fn table(rows: &[Row]) -> String {
         out.push_str(&format!("| {} | {} | {} |\n", r.name, r.value, r.target));
     }
     out
+}
+
+fn bench_keyring() -> Result<crate::vault::Keyring, BenchError> {
+    crate::vault::Keyring::generate()
+        .map(|(k, _)| k)
+        .map_err(|e| BenchError::Setup(format!("master key: {e}")))
 }

@@ -85,6 +85,26 @@ pub enum Command {
         /// help when the database has cores to spare.
         #[arg(long, env = "SWITCHYARD_RESULT_RECORDERS", default_value_t = 1)]
         result_recorders: usize,
+        /// Master keys that seal stored secrets: one base64-encoded 32-byte key, or
+        /// `v1:<key>,v2:<key>` while rotating (the highest version seals, every one opens).
+        /// Without a key, secrets cannot be stored and signed webhooks are refused.
+        #[arg(
+            long,
+            env = "SWITCHYARD_MASTER_KEY",
+            hide_env_values = true,
+            conflicts_with = "master_key_file"
+        )]
+        master_key: Option<MasterKeySpec>,
+        /// A file holding the master keys, in the same format.
+        #[arg(long, env = "SWITCHYARD_MASTER_KEY_FILE")]
+        master_key_file: Option<PathBuf>,
+        /// Webhook deliveries per second this process admits per workspace (0: no limit).
+        #[arg(
+            long,
+            env = "SWITCHYARD_WEBHOOK_WORKSPACE_RATE",
+            default_value_t = 5_000
+        )]
+        webhook_workspace_rate: u32,
     },
     /// Run a worker process (stateless; run as many as the load needs).
     Worker {
@@ -266,12 +286,27 @@ fn async_main(command: Command) -> ExitCode {
                     }
                 }
             }
-            Command::Engine { nats_url, database_url, listen, result_recorders } => {
+            Command::Engine { nats_url, database_url, listen, result_recorders, master_key, master_key_file, webhook_workspace_rate } => {
+                let keyring = match load_keyring(master_key, master_key_file.as_deref()) {
+                    Ok(k) => k,
+                    Err(e) => {
+                        eprintln!("switchyard engine: {e}");
+                        return ExitCode::from(USAGE);
+                    }
+                };
+                if keyring.is_none() {
+                    eprintln!("switchyard engine: no master key (SWITCHYARD_MASTER_KEY or --master-key-file): secrets cannot be stored and signed webhooks are refused");
+                }
                 let config = crate::service::EngineConfig {
                     nats_url,
                     database_url,
                     listen,
                     result_recorders,
+                    keyring: keyring.map(std::sync::Arc::new),
+                    webhook_workspace_rate: (webhook_workspace_rate > 0).then_some(crate::triggers::limit::Rate {
+                        requests: webhook_workspace_rate,
+                        per: Duration::from_secs(1),
+                    }),
                     ..Default::default()
                 };
                 match crate::service::run(config, shutdown_signal(), None).await {
@@ -528,4 +563,40 @@ pub fn validate(files: &[PathBuf], out: &mut dyn Write, err: &mut dyn Write) -> 
         }
     }
     ExitCode::from(worst)
+}
+
+/// A master key spec from the command line or the environment; never printed.
+#[derive(Clone)]
+pub struct MasterKeySpec(String);
+
+impl std::fmt::Debug for MasterKeySpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKeySpec(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for MasterKeySpec {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(MasterKeySpec(s.to_owned()))
+    }
+}
+
+/// The keyring from `--master-key` or `--master-key-file`, if either is given.
+fn load_keyring(
+    spec: Option<MasterKeySpec>,
+    file: Option<&std::path::Path>,
+) -> Result<Option<crate::vault::Keyring>, String> {
+    let text = match (spec, file) {
+        (Some(MasterKeySpec(text)), _) => zeroize::Zeroizing::new(text),
+        (None, Some(path)) => zeroize::Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("reading the master key file {}: {e}", path.display()))?,
+        ),
+        (None, None) => return Ok(None),
+    };
+    crate::vault::Keyring::parse(text.trim())
+        .map(Some)
+        .map_err(|e| format!("master key: {e}"))
 }

@@ -51,6 +51,52 @@ pub enum DevError {
     /// A definition in `--apply` was invalid or could not be stored.
     #[error("{0}")]
     Apply(String),
+    /// The data dir's master key file is unusable.
+    #[error("master key {path}: {why}")]
+    MasterKey {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// The data dir's master key: read from `master.key`, or generated and written there (mode
+/// 0600) on first start, so secrets stored in one session open in the next.
+pub fn dev_keyring(data_dir: &Path) -> Result<crate::vault::Keyring, DevError> {
+    let path = data_dir.join("master.key");
+    let fail = |why: String| DevError::MasterKey {
+        path: path.clone(),
+        why,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let text = zeroize::Zeroizing::new(text);
+            crate::vault::Keyring::parse(text.trim()).map_err(|e| fail(e.to_string()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let (keyring, spec) =
+                crate::vault::Keyring::generate().map_err(|e| fail(e.to_string()))?;
+            let spec = zeroize::Zeroizing::new(spec);
+            write_private(&path, spec.as_bytes()).map_err(|e| fail(e.to_string()))?;
+            Ok(keyring)
+        }
+        Err(e) => Err(fail(e.to_string())),
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 /// Finds `nats-server`, also where Debian puts it outside an ordinary user's PATH.
@@ -174,6 +220,7 @@ pub async fn run(
             path: options.data_dir.clone(),
             source,
         })?;
+    let keyring = dev_keyring(&data_dir)?;
     let nats = NatsChild::start(&data_dir).await?;
     tracing::info!(url = %nats.url, "nats-server started");
     let database_url = format!(
@@ -209,6 +256,7 @@ pub async fn run(
             nats_url: nats.url.clone(),
             database_url,
             listen: options.addr,
+            keyring: Some(std::sync::Arc::new(keyring)),
             ..Default::default()
         },
         async move {

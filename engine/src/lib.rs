@@ -8,7 +8,8 @@
 //!   messages it causes; results are fenced by attempt and recorded in batches.
 //! - [`retry`]: whether and when a failed attempt runs again (policy, `Retry-After`).
 //! - [`topology`]: JetStream streams and the shared results consumer.
-//! - [`triggers`]: what starts runs from outside; so far webhook signature verification.
+//! - [`triggers`]: what starts runs from outside: signed webhooks, events, schedules.
+//! - [`vault`] and [`secrets`]: secrets sealed with envelope encryption, opened only in memory.
 //! - [`service`]: the engine process: relay, results loop, scheduler, HTTP API ([`api`]).
 //! - [`dev`]: `switchyard dev`, the whole stack in one process tree.
 //! - [`client`]: the engine API client behind the CLI's client verbs.
@@ -27,7 +28,9 @@ pub mod dev;
 pub mod planner;
 pub mod progress;
 pub mod retry;
+pub mod secrets;
 pub mod service;
 pub mod store;
 pub mod topology;
 pub mod triggers;
+pub mod vault;

@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 
 use schemas::definition::{Step, Workflow};
-use schemas::envelope::{ErrorCode, StepError};
+use schemas::envelope::{ErrorCode, MAX_EVENT_DEPTH, StepError};
 use schemas::expr::{self, Scope};
 use serde_json::Value;
 
@@ -342,6 +342,15 @@ fn scope_for(base: &Scope, steps: &HashMap<String, StepState>) -> Scope {
     scope
 }
 
+/// A run's place in a chain of event-triggered runs: 0 unless an event started it, else one
+/// more than the event's depth. Events the run emits carry this depth.
+pub fn run_depth(trigger: &Value) -> u32 {
+    trigger
+        .get("depth")
+        .and_then(Value::as_u64)
+        .map_or(0, |d| u32::try_from(d).unwrap_or(u32::MAX))
+}
+
 fn invalid(message: String) -> StepError {
     StepError {
         code: ErrorCode::InvalidInput,
@@ -424,6 +433,22 @@ fn start_step(step: &Step, steps: &HashMap<String, StepState>, base: &Scope) -> 
         });
     }
     if let Some(emit) = &step.emit {
+        let depth = scope.trigger.as_ref().map_or(0, run_depth);
+        if depth >= MAX_EVENT_DEPTH {
+            return Some(Decision::Fail {
+                step_id: step.id.clone(),
+                item_index: None,
+                error: StepError {
+                    code: ErrorCode::EventDepthExceeded,
+                    message: format!(
+                        "emitting `{}` would start a chain of event-triggered runs deeper than {MAX_EVENT_DEPTH}; \
+                         this run was itself started by a chain of {depth} events, so workflows probably trigger each other in a loop",
+                        emit.event
+                    ),
+                    retry_after_ms: None,
+                },
+            });
+        }
         return Some(match expr::render_value(&emit.data, &scope) {
             Ok(data) => Decision::Emit {
                 step_id: step.id.clone(),

@@ -18,6 +18,9 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
+use crate::triggers::limit::{Limiter, Rate};
+use crate::triggers::webhook::Rejections;
+use crate::vault::Keyring;
 use crate::{api, store, topology};
 
 /// Engine configuration.
@@ -39,6 +42,13 @@ pub struct EngineConfig {
     /// How often the scheduler looks for due retries, lost attempts and expired runs.
     #[serde(with = "humanish")]
     pub tick: Duration,
+    /// Master keys that seal stored secrets (`SWITCHYARD_MASTER_KEY`). Without them secrets
+    /// can be neither stored nor used, so signed webhooks are refused.
+    #[serde(skip)]
+    pub keyring: Option<Arc<Keyring>>,
+    /// Webhook deliveries admitted per workspace by this engine process (`None`: no limit).
+    #[serde(skip)]
+    pub webhook_workspace_rate: Option<Rate>,
 }
 
 mod humanish {
@@ -54,6 +64,12 @@ mod humanish {
     }
 }
 
+/// Webhook deliveries per second admitted per workspace by one engine process, by default.
+pub const DEFAULT_WORKSPACE_WEBHOOK_RATE: Rate = Rate {
+    requests: 5_000,
+    per: Duration::from_secs(1),
+};
+
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
@@ -63,6 +79,8 @@ impl Default for EngineConfig {
             result_batch: 256,
             result_recorders: 1,
             tick: Duration::from_millis(200),
+            keyring: None,
+            webhook_workspace_rate: Some(DEFAULT_WORKSPACE_WEBHOOK_RATE),
         }
     }
 }
@@ -101,6 +119,14 @@ pub struct Shared {
     pub outbox: Arc<Notify>,
     /// This engine's parsed definitions.
     pub definitions: Arc<store::Definitions>,
+    /// Master keys for stored secrets, when configured.
+    pub keyring: Option<Arc<Keyring>>,
+    /// Webhook rate-limit buckets.
+    pub limiter: Arc<Limiter>,
+    /// The per-workspace webhook rate.
+    pub webhook_workspace_rate: Option<Rate>,
+    /// Webhook delivery counters.
+    pub hooks: Arc<Rejections>,
 }
 
 /// Connects to a database and brings its schema up to date.
@@ -156,8 +182,17 @@ pub async fn run(
         nats: nats.clone(),
         outbox: Arc::new(Notify::new()),
         definitions: Arc::new(store::Definitions::default()),
+        keyring: config.keyring.clone(),
+        limiter: Arc::new(Limiter::default()),
+        webhook_workspace_rate: config.webhook_workspace_rate,
+        hooks: Arc::new(Rejections::default()),
     };
     let relay = tokio::spawn(relay_loop(shared.clone(), js.clone(), stop_rx.clone()));
+    let events = tokio::spawn(crate::triggers::events::consume(
+        shared.clone(),
+        topo.events.clone(),
+        stop_rx.clone(),
+    ));
     let results = tokio::spawn(results_loop(
         shared.clone(),
         topo,
@@ -179,7 +214,7 @@ pub async fn run(
     shutdown.await;
     tracing::info!("engine shutting down");
     let _ = stop_tx.send(true);
-    for task in [relay, results, ticker, server] {
+    for task in [relay, results, events, ticker, server] {
         let _ = task.await;
     }
     db.close().await?;

@@ -13,6 +13,7 @@
 //! step's attempt number, so a duplicate or stale result changes nothing.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -22,6 +23,7 @@ use schemas::db::entities::{AttemptStatus, RunStatus, StepStatus};
 use schemas::db::entities::{attempt, outbox, run, step_instance, workflow_version};
 use schemas::definition::Workflow;
 use schemas::envelope::{ErrorCode, Outcome, StepError, StepResult};
+use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, Set, TransactionTrait,
@@ -211,26 +213,65 @@ pub async fn start_run(
     idempotency_key: Option<&str>,
     trigger: Value,
 ) -> Result<Started, StoreError> {
-    let tx = db.begin().await?;
     if let Some(key) = idempotency_key
-        && let Some(existing) = find_by_key(&tx, workspace_id, name, key).await?
+        && let Some(existing) = find_by_key(db, workspace_id, name, key).await?
     {
         return Ok(Started {
             run_id: existing,
             created: false,
         });
     }
-    let row = get_workflow(&tx, workspace_id, name, None)
+    let (version, workflow) = definitions
+        .latest(db, workspace_id, name)
         .await?
         .ok_or_else(|| StoreError::WorkflowNotFound(name.to_owned()))?;
-    let workflow = definitions.parse(&row)?;
-    let inputs = resolve_inputs(&workflow, input)?;
+    let pinned = Pinned {
+        workspace_id,
+        name,
+        version,
+        workflow,
+    };
+    start_pinned(db, &pinned, input, idempotency_key, trigger).await
+}
+
+/// A workflow version a trigger resolved, to start runs of.
+#[derive(Debug, Clone)]
+pub struct Pinned<'a> {
+    /// Workspace.
+    pub workspace_id: Uuid,
+    /// Workflow name.
+    pub name: &'a str,
+    /// The version runs are pinned to.
+    pub version: i32,
+    /// Its definition.
+    pub workflow: Arc<Workflow>,
+}
+
+/// Starts a run of a version the caller already resolved, unless `idempotency_key` names an
+/// earlier run of the workflow. The key is unique per workspace and workflow in the database
+/// and written in the run's own transaction, so of concurrent starts with one key exactly one
+/// creates the run and the others answer with it.
+pub async fn start_pinned(
+    db: &DatabaseConnection,
+    pinned: &Pinned<'_>,
+    input: Value,
+    idempotency_key: Option<&str>,
+    trigger: Value,
+) -> Result<Started, StoreError> {
+    let Pinned {
+        workspace_id,
+        name,
+        version,
+        ref workflow,
+    } = *pinned;
+    let inputs = resolve_inputs(workflow, input)?;
+    let tx = db.begin().await?;
     let now = Utc::now();
     let run_row = run::Model {
         id: Uuid::now_v7(),
         workspace_id,
         workflow_name: name.to_owned(),
-        workflow_version: row.version,
+        workflow_version: version,
         status: RunStatus::Running,
         input: inputs,
         outputs: None,
@@ -244,23 +285,32 @@ pub async fn start_run(
         updated_at: now,
     };
     let run_id = run_row.id;
+    // With a key, insert-or-nothing: a duplicate leaves the transaction usable (PostgreSQL
+    // aborts a transaction on a failed insert) and tells us to answer with the winner's run.
     let inserted = run::Entity::insert(run::ActiveModel::from(run_row.clone()))
+        .on_conflict(
+            OnConflict::columns([
+                run::Column::WorkspaceId,
+                run::Column::WorkflowName,
+                run::Column::IdempotencyKey,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
         .exec_without_returning(&tx)
-        .await;
-    if let Err(e) = inserted {
-        // Two requests with one key raced: the loser answers with the winner's run.
-        if let Some(key) = idempotency_key {
-            drop(tx);
-            if let Some(existing) = find_by_key(db, workspace_id, name, key).await? {
-                return Ok(Started {
-                    run_id: existing,
-                    created: false,
-                });
-            }
-        }
-        return Err(e.into());
+        .await?;
+    if inserted == 0 {
+        drop(tx);
+        let key = idempotency_key.unwrap_or_default();
+        return match find_by_key(db, workspace_id, name, key).await? {
+            Some(existing) => Ok(Started {
+                run_id: existing,
+                created: false,
+            }),
+            None => Err(StoreError::Db(sea_orm::DbErr::RecordNotInserted)),
+        };
     }
-    let mut work = RunWork::new_run(run_row, workflow);
+    let mut work = RunWork::new_run(run_row, workflow.clone());
     let mut writes = Writes::default();
     work::advance(&mut work, &mut writes, now);
     work::flush(&tx, [&work], writes).await?;

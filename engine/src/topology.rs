@@ -44,6 +44,9 @@ pub enum TopologyError {
 pub struct Topology {
     /// Pull consumer on the results stream, shared by every engine copy.
     pub results: consumer::Consumer<consumer::pull::Config>,
+    /// Pull consumer on the events stream, shared by every engine copy: each event is
+    /// handled by one engine at a time.
+    pub events: consumer::Consumer<consumer::pull::Config>,
 }
 
 /// Creates (or finds) the step, result and event streams and the engine's results consumer.
@@ -75,19 +78,20 @@ pub async fn ensure(js: &jetstream::Context) -> Result<Topology, TopologyError> 
             name: transport::RESULTS_STREAM,
             source,
         })?;
-    js.get_or_create_stream(stream::Config {
-        name: transport::EVENTS_STREAM.to_owned(),
-        subjects: vec![transport::EVENTS_SUBJECTS.to_owned()],
-        storage: stream::StorageType::File,
-        duplicate_window: DUPLICATE_WINDOW,
-        max_age: Duration::from_secs(7 * 86_400),
-        ..Default::default()
-    })
-    .await
-    .map_err(|source| TopologyError::Stream {
-        name: transport::EVENTS_STREAM,
-        source,
-    })?;
+    let events = js
+        .get_or_create_stream(stream::Config {
+            name: transport::EVENTS_STREAM.to_owned(),
+            subjects: vec![transport::EVENTS_SUBJECTS.to_owned()],
+            storage: stream::StorageType::File,
+            duplicate_window: DUPLICATE_WINDOW,
+            max_age: Duration::from_secs(7 * 86_400),
+            ..Default::default()
+        })
+        .await
+        .map_err(|source| TopologyError::Stream {
+            name: transport::EVENTS_STREAM,
+            source,
+        })?;
     js.get_or_create_stream(stream::Config {
         name: transport::HOLDS_STREAM.to_owned(),
         subjects: vec![transport::HOLDS_SUBJECTS.to_owned()],
@@ -118,5 +122,21 @@ pub async fn ensure(js: &jetstream::Context) -> Result<Topology, TopologyError> 
             name: transport::ENGINE_RESULTS_CONSUMER,
             source,
         })?;
-    Ok(Topology { results })
+    let events = events
+        .get_or_create_consumer(
+            transport::ENGINE_EVENTS_CONSUMER,
+            consumer::pull::Config {
+                durable_name: Some(transport::ENGINE_EVENTS_CONSUMER.to_owned()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: RESULTS_ACK_WAIT,
+                max_ack_pending: 1_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|source| TopologyError::Consumer {
+            name: transport::ENGINE_EVENTS_CONSUMER,
+            source,
+        })?;
+    Ok(Topology { results, events })
 }

@@ -1,6 +1,13 @@
 //! Triggers: how external systems start runs.
 //!
-//! So far: [`signature`], the verification of webhook deliveries for every scheme a webhook
-//! trigger may name. The webhook route, stored secrets, event and schedule triggers build on it.
+//! - [`webhook`]: `POST /v1/hooks/{workflow}/{trigger_id}`, verified by [`signature`] and
+//!   limited by [`limit`].
+//! - [`events`]: `POST /v1/events/{name}` and `emit` steps start workflows with a matching
+//!   event trigger.
+//! - [`schedule`]: cron fire times in a time zone, started by the engine's scheduler.
 
+pub mod events;
+pub mod limit;
+pub mod schedule;
 pub mod signature;
+pub mod webhook;

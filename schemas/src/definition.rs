@@ -100,6 +100,11 @@ pub enum Trigger {
     Schedule(ScheduleTrigger),
 }
 
+/// Largest request body a webhook trigger accepts unless it says otherwise (1 MiB).
+pub const DEFAULT_WEBHOOK_BODY_BYTES: u64 = 1024 * 1024;
+/// Largest `max_body_bytes` a webhook trigger may set (16 MiB).
+pub const MAX_WEBHOOK_BODY_BYTES: u64 = 16 * 1024 * 1024;
+
 /// A webhook trigger.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -112,9 +117,23 @@ pub struct WebhookTrigger {
     /// Largest accepted request body, in bytes (default 1 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,
+    /// Most deliveries accepted per period; more are answered 429 with `Retry-After`
+    /// (default: only the engine's per-workspace limit applies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
     /// A disabled trigger answers 409 instead of starting runs (default true).
     #[serde(default = "default_true")]
     pub enabled: bool,
+}
+
+/// At most `requests` per `per`, refilled evenly (a token bucket holding `requests`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Requests allowed per period, and the largest burst.
+    pub requests: u32,
+    /// The period, e.g. `1s` or `1m`.
+    pub per: Duration,
 }
 
 fn default_true() -> bool {

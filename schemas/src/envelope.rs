@@ -13,6 +13,11 @@ use uuid::Uuid;
 /// Current version of every envelope in this module.
 pub const ENVELOPE_VERSION: u16 = 1;
 
+/// Deepest chain of event-triggered runs: a run started by an event at depth `d` emits events
+/// at depth `d + 1`, and an `emit` that would exceed this fails with
+/// [`ErrorCode::EventDepthExceeded`] instead of publishing.
+pub const MAX_EVENT_DEPTH: u32 = 8;
+
 /// The stable vocabulary of error codes in step results, API errors and audit records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -39,6 +44,9 @@ pub enum ErrorCode {
     Timeout,
     /// The run was cancelled.
     Cancelled,
+    /// An `emit` would start a chain of event-triggered runs deeper than
+    /// [`MAX_EVENT_DEPTH`]: most likely workflows that trigger each other in a loop.
+    EventDepthExceeded,
     /// A bug or an unexpected condition on our side.
     Internal,
 }
@@ -56,6 +64,7 @@ impl ErrorCode {
             | ErrorCode::NotFound
             | ErrorCode::Conflict
             | ErrorCode::Cancelled
+            | ErrorCode::EventDepthExceeded
             | ErrorCode::Internal => false,
         }
     }

@@ -25,6 +25,9 @@ pub const HOLDS_SUBJECTS: &str = "sy.holds.>";
 pub const CANCEL_SUBJECT: &str = "sy.control.cancel";
 /// The durable consumer every engine copy shares on [`RESULTS_STREAM`].
 pub const ENGINE_RESULTS_CONSUMER: &str = "engine-results";
+/// The durable consumer every engine copy shares on [`EVENTS_STREAM`], to start the runs of
+/// event triggers.
+pub const ENGINE_EVENTS_CONSUMER: &str = "engine-events";
 /// The queue a step goes to unless its definition names one.
 pub const DEFAULT_QUEUE: &str = "default";
 

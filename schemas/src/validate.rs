@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::catalog::{ActionCatalog, suggest};
-use crate::definition::{SignatureScheme, Step, Trigger, Workflow};
+use crate::definition::{MAX_WEBHOOK_BODY_BYTES, SignatureScheme, Step, Trigger, Workflow};
 use crate::duration::Duration;
 use crate::expr;
 use crate::source::{self, Document, Pos, join_index, join_key};
@@ -689,10 +689,20 @@ impl Validator<'_> {
                         format!("webhook id `{}` is not valid: use lowercase letters, digits, `-` and `_`", w.id),
                     );
                 }
-                if w.max_body_bytes == Some(0) {
+                if let Some(n) = w.max_body_bytes
+                    && !(1..=MAX_WEBHOOK_BODY_BYTES).contains(&n)
+                {
                     self.report(
                         join_key(&at, "max_body_bytes"),
-                        "`max_body_bytes` must be greater than zero",
+                        format!("`max_body_bytes` must be 1 to {MAX_WEBHOOK_BODY_BYTES} (16 MiB)"),
+                    );
+                }
+                if let Some(limit) = &w.rate_limit
+                    && (limit.requests == 0 || limit.per.get().is_zero())
+                {
+                    self.report(
+                        join_key(&at, "rate_limit"),
+                        "`rate_limit` needs `requests` and `per` greater than zero, e.g. `{ requests: 100, per: 1s }`",
                     );
                 }
                 match &w.signature {
@@ -976,7 +986,10 @@ fn is_connection_name(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
-fn is_event_name(s: &str) -> bool {
+/// Whether `s` may name an event: 1 to 128 of lowercase letters, digits, `.`, `-` and `_`,
+/// starting with a letter or digit, with no empty `.`-separated part (event names become
+/// NATS subjects).
+pub fn is_event_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
         && s.as_bytes()[0].is_ascii_alphanumeric()

@@ -10,8 +10,8 @@ use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use schemas::db::DEFAULT_WORKSPACE_ID;
 use schemas::db::entities::step_instance::NO_ITEM;
 use schemas::db::entities::{
-    AttemptStatus, RunStatus, StepStatus, attempt, event, outbox, run, step_instance,
-    workflow_version, workspace,
+    AttemptStatus, RunStatus, StepStatus, attempt, event, outbox, run, schedule_state, secret,
+    step_instance, workflow_version, workspace,
 };
 use schemas::db::migration::Migrator;
 use sea_orm::{
@@ -24,8 +24,8 @@ use serde_json::json;
 use switchyard_tests::{TestDatabase, for_each_backend};
 use uuid::Uuid;
 
-/// Every index the initial migration names, by table.
-const INDEXES: [(&str, &str); 10] = [
+/// Every index the migrations name, by table.
+const INDEXES: [(&str, &str); 11] = [
     ("workflow_versions", "ux_workflow_versions_name_version"),
     ("runs", "ux_runs_idempotency"),
     ("runs", "ix_runs_status"),
@@ -36,7 +36,11 @@ const INDEXES: [(&str, &str); 10] = [
     ("attempts", "ux_attempts_step_attempt"),
     ("attempts", "ix_attempts_run"),
     ("outbox", "ix_outbox_unsent"),
+    ("secrets", "ux_secrets_name"),
 ];
+
+/// Every migration, in order.
+const MIGRATIONS: [&str; 2] = ["m20261125_000001_initial", "m20261125_000002_triggers"];
 
 /// Now, to the microsecond: PostgreSQL keeps no finer, so a value with nanoseconds would not
 /// read back equal.
@@ -146,6 +150,30 @@ fn an_event(id: &str) -> event::Model {
 }
 
 /// Inserts `model` with every field set, as the engine does.
+fn a_secret(name: &str) -> secret::Model {
+    secret::Model {
+        id: Uuid::now_v7(),
+        workspace_id: DEFAULT_WORKSPACE_ID,
+        name: name.into(),
+        key_version: 1,
+        wrapped_key: vec![0, 1, 2, 255],
+        ciphertext: vec![9; 48],
+        created_at: now(),
+        updated_at: now(),
+    }
+}
+
+fn a_schedule_state(workflow: &str) -> schedule_state::Model {
+    schedule_state::Model {
+        workspace_id: DEFAULT_WORKSPACE_ID,
+        workflow_name: workflow.into(),
+        trigger_key: "schedule.0 3 * * *@Europe/Berlin".into(),
+        last_fire_at: now(),
+        next_fire_at: Some(now() + TimeDelta::hours(24)),
+        updated_at: now(),
+    }
+}
+
 async fn insert<M, A>(
     conn: &DatabaseConnection,
     model: M,
@@ -207,14 +235,14 @@ async fn count_runs(conn: &DatabaseConnection) -> Result<u64> {
 }
 
 #[tokio::test]
-async fn migrating_twice_applies_the_initial_migration_once() -> Result<()> {
+async fn migrating_twice_applies_each_migration_once() -> Result<()> {
     for_each_backend(|db| async move {
         let conn = migrated(&db).await?;
         Migrator::up(&conn, None).await.context("second up")?;
 
         let applied = Migrator::get_applied_migrations(&conn).await?;
         let names: Vec<_> = applied.iter().map(|m| m.name().to_owned()).collect();
-        assert_eq!(names, ["m20261125_000001_initial"]);
+        assert_eq!(names, MIGRATIONS);
         assert!(Migrator::get_pending_migrations(&conn).await?.is_empty());
 
         let workspaces = workspace::Entity::find().all(&conn).await?;
@@ -237,6 +265,8 @@ async fn every_entity_has_a_table_with_exactly_its_columns_and_indexes() -> Resu
         assert_matches_entity::<attempt::Entity>(&conn).await?;
         assert_matches_entity::<outbox::Entity>(&conn).await?;
         assert_matches_entity::<event::Entity>(&conn).await?;
+        assert_matches_entity::<secret::Entity>(&conn).await?;
+        assert_matches_entity::<schedule_state::Entity>(&conn).await?;
 
         let manager = SchemaManager::new(&conn);
         for (table, index) in INDEXES {
@@ -312,6 +342,22 @@ async fn rows_of_every_table_read_back_as_written() -> Result<()> {
         insert(&conn, event.clone()).await?;
         let read = event::Entity::find_by_id("evt-1").one(&conn).await?;
         assert_eq!(read.as_ref(), Some(&event));
+
+        let secret = a_secret("hook-key");
+        insert(&conn, secret.clone()).await?;
+        let read = secret::Entity::find_by_id(secret.id).one(&conn).await?;
+        assert_eq!(read.as_ref(), Some(&secret));
+
+        let state = a_schedule_state("nightly");
+        insert(&conn, state.clone()).await?;
+        let read = schedule_state::Entity::find_by_id((
+            state.workspace_id,
+            state.workflow_name.clone(),
+            state.trigger_key.clone(),
+        ))
+        .one(&conn)
+        .await?;
+        assert_eq!(read.as_ref(), Some(&state));
         Ok(())
     })
     .await
@@ -369,6 +415,14 @@ async fn unique_keys_refuse_duplicates() -> Result<()> {
 
         insert(&conn, an_event("evt-1")).await?;
         refused_as_duplicate(insert(&conn, an_event("evt-1")).await, "event id")?;
+
+        insert(&conn, a_secret("hook-key")).await?;
+        refused_as_duplicate(insert(&conn, a_secret("hook-key")).await, "secret name")?;
+        insert(&conn, a_schedule_state("nightly")).await?;
+        refused_as_duplicate(
+            insert(&conn, a_schedule_state("nightly")).await,
+            "schedule state",
+        )?;
         Ok(())
     })
     .await
@@ -438,6 +492,8 @@ async fn rolling_back_then_migrating_again_gives_an_empty_schema() -> Result<()>
             "attempts",
             "outbox",
             "events",
+            "secrets",
+            "schedule_states",
         ] {
             ensure!(
                 !manager.has_table(table).await?,
@@ -474,7 +530,10 @@ async fn engines_starting_together_all_migrate() -> Result<()> {
         }
 
         let conn = &pools[0];
-        assert_eq!(Migrator::get_applied_migrations(conn).await?.len(), 1);
+        assert_eq!(
+            Migrator::get_applied_migrations(conn).await?.len(),
+            MIGRATIONS.len()
+        );
         assert_eq!(workspace::Entity::find().count(conn).await?, 1);
         Ok(())
     })

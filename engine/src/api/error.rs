@@ -15,12 +15,16 @@ pub enum ApiErrorCode {
     InvalidInput,
     /// A workflow definition failed validation; `details.problems` lists every problem.
     InvalidDefinition,
+    /// The request's credentials or signature are missing or wrong.
+    Unauthorized,
     /// The thing named does not exist (in the caller's workspace).
     NotFound,
     /// The request conflicts with current state (e.g. cancelling a finished run).
     Conflict,
     /// The body is larger than the route accepts.
     PayloadTooLarge,
+    /// Too many requests; `Retry-After` says when to try again.
+    RateLimited,
     /// A dependency (database, NATS) is not answering.
     Unavailable,
     /// A bug or unexpected condition on our side; details are in the logs, not the response.
@@ -33,9 +37,11 @@ impl ApiErrorCode {
         match self {
             ApiErrorCode::InvalidInput => StatusCode::BAD_REQUEST,
             ApiErrorCode::InvalidDefinition => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiErrorCode::NotFound => StatusCode::NOT_FOUND,
             ApiErrorCode::Conflict => StatusCode::CONFLICT,
             ApiErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ApiErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -51,6 +57,8 @@ pub struct ApiError {
     pub message: String,
     /// Structured extras (validation problems, the offending field).
     pub details: Value,
+    /// Seconds for the `Retry-After` header, on `rate_limited` and `unavailable` answers.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -60,7 +68,14 @@ impl ApiError {
             code,
             message: message.into(),
             details: Value::Null,
+            retry_after: None,
         }
+    }
+
+    /// Asks the client to wait `seconds` before trying again (`Retry-After`).
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     /// Attaches details.
@@ -124,6 +139,13 @@ impl IntoResponse for ApiError {
         let body = json!({
             "error": { "code": self.code, "message": self.message, "details": self.details }
         });
-        (self.code.status(), Json(body)).into_response()
+        let mut response = (self.code.status(), Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs),
+            );
+        }
+        response
     }
 }

@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 pub use error::{ApiError, ApiErrorCode};
 
+use crate::secrets::{self, SecretError, SecretInfo};
 use crate::service::Shared;
 use crate::store::{self, StoreError};
 
@@ -41,6 +42,14 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/runs", get(list_runs))
         .route("/v1/runs/{id}", get(get_run))
         .route("/v1/runs/{id}/cancel", post(cancel_run))
+        .route(
+            "/v1/hooks/{workflow}/{trigger_id}",
+            post(crate::triggers::webhook::receive),
+        )
+        .route("/v1/events/{name}", post(publish_event))
+        .route("/v1/secrets", get(list_secrets))
+        .route("/v1/secrets/{name}", put(put_secret).delete(delete_secret))
+        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(ApiErrorCode::NotFound, "no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(shared)
@@ -290,6 +299,7 @@ pub fn run_json(
         "version": run.workflow_version,
         "status": run.status,
         "input": run.input,
+        "trigger": run.trigger,
         "outputs": run.outputs,
         "error": run.error,
         "created_at": run.created_at,
@@ -391,4 +401,204 @@ async fn cancel_run(
         StatusCode::ACCEPTED,
         Json(json!({ "run_id": run_id, "status": "cancelled" })),
     ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventBody {
+    /// Deduplication id; a second event with the same id is ignored.
+    id: Option<String>,
+    /// Payload.
+    #[serde(default)]
+    data: Value,
+}
+
+async fn publish_event(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    if !schemas::validate::is_event_name(&name) {
+        return Err(ApiError::new(
+            ApiErrorCode::InvalidInput,
+            format!(
+                "event name `{}` is not valid: use 1 to 128 lowercase letters, digits, `.`, `-` and `_`",
+                name.escape_debug()
+            ),
+        ));
+    }
+    let body = body?;
+    let event: EventBody = if body.iter().all(u8::is_ascii_whitespace) {
+        EventBody {
+            id: None,
+            data: Value::Null,
+        }
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                ApiErrorCode::InvalidInput,
+                format!(
+                    "the body must be a JSON object `{{\"id\"?: string, \"data\"?: any}}`: {e}"
+                ),
+            )
+        })?
+    };
+    if let Some(id) = &event.id
+        && (id.is_empty() || id.len() > crate::triggers::events::MAX_EVENT_ID)
+    {
+        return Err(ApiError::new(
+            ApiErrorCode::InvalidInput,
+            format!(
+                "`id` must be 1 to {} characters",
+                crate::triggers::events::MAX_EVENT_ID
+            ),
+        ));
+    }
+    let published = crate::triggers::events::publish(
+        &s.db,
+        store::default_workspace(),
+        &name,
+        event.id,
+        event.data,
+        schemas::envelope::Provenance::Api {
+            principal: "anonymous".into(),
+        },
+    )
+    .await?;
+    if published.created {
+        s.outbox.notify_one();
+        Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "id": published.id, "name": name })),
+        ))
+    } else {
+        Ok((
+            StatusCode::OK,
+            Json(json!({ "id": published.id, "name": name, "duplicate": true })),
+        ))
+    }
+}
+
+impl From<SecretError> for ApiError {
+    fn from(e: SecretError) -> Self {
+        match e {
+            SecretError::BadName(m) | SecretError::BadValue(m) => {
+                ApiError::new(ApiErrorCode::InvalidInput, m)
+            }
+            SecretError::NotFound(name) => ApiError::not_found(format!("secret `{name}`")),
+            SecretError::NoKeyring => ApiError::new(ApiErrorCode::Unavailable, e.to_string()),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+fn secret_json(info: &SecretInfo) -> Value {
+    json!({
+        "name": info.name,
+        "key_version": info.key_version,
+        "created_at": info.created_at,
+        "updated_at": info.updated_at,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretBody {
+    value: String,
+}
+
+// No Debug: the value must not end up in a log line by accident.
+impl std::fmt::Debug for SecretBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretBody { value: <redacted> }")
+    }
+}
+
+async fn put_secret(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    secrets::check_name(&name)?;
+    let body = body?;
+    // serde_json's error would not quote the value, but keep even its position out of replies.
+    let parsed: SecretBody = serde_json::from_slice(&body).map_err(|_| {
+        ApiError::new(
+            ApiErrorCode::InvalidInput,
+            "the body must be a JSON object `{\"value\": \"<the secret>\"}`",
+        )
+    })?;
+    let value = zeroize::Zeroizing::new(parsed.value.into_bytes());
+    let (info, created) = secrets::put(
+        &s.db,
+        s.keyring.as_deref(),
+        store::default_workspace(),
+        &name,
+        &value,
+    )
+    .await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(secret_json(&info))))
+}
+
+async fn list_secrets(State(s): State<Shared>) -> Result<Json<Value>, ApiError> {
+    let list = secrets::list(&s.db, store::default_workspace()).await?;
+    Ok(Json(
+        json!({ "secrets": list.iter().map(secret_json).collect::<Vec<_>>() }),
+    ))
+}
+
+async fn delete_secret(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if secrets::delete(&s.db, store::default_workspace(), &name).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("secret `{name}`")))
+    }
+}
+
+/// Prometheus text exposition of the engine's counters.
+async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
+    use crate::triggers::webhook::Reason;
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP switchyard_webhook_deliveries_total Webhook deliveries by outcome.\n# TYPE switchyard_webhook_deliveries_total counter"
+    );
+    let _ = writeln!(
+        out,
+        "switchyard_webhook_deliveries_total{{outcome=\"accepted\"}} {}",
+        s.hooks.accepted()
+    );
+    let _ = writeln!(
+        out,
+        "switchyard_webhook_deliveries_total{{outcome=\"duplicate\"}} {}",
+        s.hooks.duplicates()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP switchyard_webhook_rejections_total Webhook deliveries refused, by reason.\n# TYPE switchyard_webhook_rejections_total counter"
+    );
+    for reason in Reason::ALL {
+        let _ = writeln!(
+            out,
+            "switchyard_webhook_rejections_total{{reason=\"{}\"}} {}",
+            reason.as_str(),
+            s.hooks.rejected(reason)
+        );
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
 }

@@ -96,6 +96,68 @@ impl Definitions {
         Ok(workflow)
     }
 
+    /// The latest version of a workflow and its definition: one query for the version
+    /// number, and the stored definition only when this engine has not parsed it yet.
+    pub async fn latest<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        workspace_id: Uuid,
+        name: &str,
+    ) -> Result<Option<(i32, Arc<Workflow>)>, StoreError> {
+        let version: Option<i32> = workflow_version::Entity::find()
+            .select_only()
+            .column(workflow_version::Column::Version)
+            .filter(workflow_version::Column::WorkspaceId.eq(workspace_id))
+            .filter(workflow_version::Column::Name.eq(name))
+            .order_by_desc(workflow_version::Column::Version)
+            .into_tuple()
+            .one(db)
+            .await?;
+        let Some(version) = version else {
+            return Ok(None);
+        };
+        if let Some(found) = self.lookup(&(workspace_id, name.to_owned(), version)) {
+            return Ok(Some((version, found)));
+        }
+        let row = super::get_workflow(db, workspace_id, name, Some(version))
+            .await?
+            .ok_or_else(|| StoreError::WorkflowNotFound(name.to_owned()))?;
+        Ok(Some((version, self.parse(&row)?)))
+    }
+
+    /// The latest version of every workflow of a workspace, parsed: one query for the
+    /// version numbers, then stored definitions only for versions not parsed yet.
+    pub async fn all_latest<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        workspace_id: Uuid,
+    ) -> Result<Vec<(String, i32, Arc<Workflow>)>, StoreError> {
+        let latest: Vec<(String, Option<i32>)> = workflow_version::Entity::find()
+            .select_only()
+            .column(workflow_version::Column::Name)
+            .column_as(workflow_version::Column::Version.max(), "version")
+            .filter(workflow_version::Column::WorkspaceId.eq(workspace_id))
+            .group_by(workflow_version::Column::Name)
+            .into_tuple()
+            .all(db)
+            .await?;
+        let mut out = Vec::with_capacity(latest.len());
+        for (name, version) in latest {
+            let Some(version) = version else { continue };
+            let workflow = match self.lookup(&(workspace_id, name.clone(), version)) {
+                Some(found) => found,
+                None => {
+                    let row = super::get_workflow(db, workspace_id, &name, Some(version))
+                        .await?
+                        .ok_or_else(|| StoreError::WorkflowNotFound(name.clone()))?;
+                    self.parse(&row)?
+                }
+            };
+            out.push((name, version, workflow));
+        }
+        Ok(out)
+    }
+
     fn lookup(&self, key: &(Uuid, String, i32)) -> Option<Arc<Workflow>> {
         self.parsed.lock().ok()?.get(key).cloned()
     }
@@ -568,13 +630,7 @@ fn emit(
             run_id: run.id,
             step_id: step_id.clone(),
         },
-        depth: run
-            .trigger
-            .get("depth")
-            .and_then(Value::as_u64)
-            .map_or(0, |d| {
-                u32::try_from(d).unwrap_or(u32::MAX).saturating_add(1)
-            }),
+        depth: crate::planner::run_depth(&run.trigger),
         time: now,
     };
     writes.events.push(event::ActiveModel {

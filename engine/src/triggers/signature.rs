@@ -57,9 +57,9 @@ pub struct Verified {
 }
 
 /// Verifies a delivery against every secret (raw bytes, as stored) of the trigger.
-pub fn verify(
+pub fn verify<S: AsRef<[u8]>>(
     signature: &Signature,
-    secrets: &[Vec<u8>],
+    secrets: &[S],
     headers: &HeaderMap,
     body: &[u8],
     now: SystemTime,
@@ -146,7 +146,7 @@ pub fn verify(
             }
             let keys: Vec<Vec<u8>> = secrets
                 .iter()
-                .map(|s| standard_key(s))
+                .map(|s| standard_key(s.as_ref()))
                 .collect::<Result<_, _>>()?;
             any_secret(&keys, |key| {
                 candidates
@@ -199,8 +199,13 @@ fn matches(key: &[u8], parts: &[&[u8]], expected: &[u8]) -> bool {
 
 /// Tries every secret; all are tried whether or not an earlier one matched, so the time taken
 /// does not tell which secret (or whether the first) matched.
-fn any_secret(secrets: &[Vec<u8>], check: impl Fn(&[u8]) -> bool) -> Result<(), Rejection> {
-    let matched = secrets.iter().fold(false, |found, key| check(key) | found);
+fn any_secret<S: AsRef<[u8]>>(
+    secrets: &[S],
+    check: impl Fn(&[u8]) -> bool,
+) -> Result<(), Rejection> {
+    let matched = secrets
+        .iter()
+        .fold(false, |found, key| check(key.as_ref()) | found);
     if matched {
         Ok(())
     } else {

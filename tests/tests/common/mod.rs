@@ -255,6 +255,7 @@ impl Stack {
             nats_url: nats.url(),
             database_url: db.url().to_owned(),
             listen: "127.0.0.1:0".parse()?,
+            keyring: Some(std::sync::Arc::new(engine::vault::Keyring::generate()?.0)),
             ..Default::default()
         };
         let mut rx = stop_rx.clone();

@@ -197,7 +197,7 @@ fn a_signed_scheme_without_secrets_refuses_everything_and_none_accepts_everythin
     assert!(matches!(
         verify(
             &signature(SignatureScheme::Github),
-            &[],
+            &[] as &[Vec<u8>],
             &h,
             GITHUB_BODY,
             SystemTime::now()
@@ -207,7 +207,7 @@ fn a_signed_scheme_without_secrets_refuses_everything_and_none_accepts_everythin
     assert!(
         verify(
             &signature(SignatureScheme::None),
-            &[],
+            &[] as &[Vec<u8>],
             &HeaderMap::new(),
             b"anything",
             SystemTime::now()

@@ -4,6 +4,8 @@ pub mod attempt;
 pub mod event;
 pub mod outbox;
 pub mod run;
+pub mod schedule_state;
+pub mod secret;
 pub mod step_instance;
 pub mod workflow_version;
 pub mod workspace;

@@ -4,6 +4,7 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 
+use super::{index, unique_index};
 use crate::db::DEFAULT_WORKSPACE_ID;
 
 /// Creates every table of the first release and the `default` workspace.
@@ -108,35 +109,6 @@ enum Events {
     Source,
     Depth,
     CreatedAt,
-}
-
-/// An index on `cols` of `table`, created only if missing.
-fn index<T, C>(name: &str, table: T, cols: impl IntoIterator<Item = C>) -> IndexCreateStatement
-where
-    T: IntoTableRef,
-    C: IntoIndexColumn,
-{
-    let mut index = Index::create();
-    index.name(name).table(table).if_not_exists();
-    for col in cols {
-        index.col(col);
-    }
-    index
-}
-
-/// A unique index on `cols` of `table`, created only if missing.
-fn unique_index<T, C>(
-    name: &str,
-    table: T,
-    cols: impl IntoIterator<Item = C>,
-) -> IndexCreateStatement
-where
-    T: IntoTableRef,
-    C: IntoIndexColumn,
-{
-    let mut index = index(name, table, cols);
-    index.unique();
-    index
 }
 
 #[async_trait::async_trait]

@@ -11,6 +11,7 @@ use sea_orm::{
 use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_initial;
+mod m20261125_000002_triggers;
 
 /// Key of the PostgreSQL advisory lock that serializes migrations between engine copies
 /// (the bytes of `"swyd.mig"`; any fixed value other software on the server does not use).
@@ -41,7 +42,10 @@ pub struct Migrator;
 struct Unlocked;
 
 fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-    vec![Box::new(m20261125_000001_initial::Migration)]
+    vec![
+        Box::new(m20261125_000001_initial::Migration),
+        Box::new(m20261125_000002_triggers::Migration),
+    ]
 }
 
 #[async_trait::async_trait]
@@ -99,4 +103,33 @@ impl MigratorTrait for Migrator {
         Unlocked::down(&transaction, steps).await?;
         transaction.commit().await
     }
+}
+
+/// An index on `cols` of `table`, created only if missing.
+fn index<T, C>(name: &str, table: T, cols: impl IntoIterator<Item = C>) -> IndexCreateStatement
+where
+    T: IntoTableRef,
+    C: IntoIndexColumn,
+{
+    let mut index = Index::create();
+    index.name(name).table(table).if_not_exists();
+    for col in cols {
+        index.col(col);
+    }
+    index
+}
+
+/// A unique index on `cols` of `table`, created only if missing.
+fn unique_index<T, C>(
+    name: &str,
+    table: T,
+    cols: impl IntoIterator<Item = C>,
+) -> IndexCreateStatement
+where
+    T: IntoTableRef,
+    C: IntoIndexColumn,
+{
+    let mut index = index(name, table, cols);
+    index.unique();
+    index
 }
