@@ -1,5 +1,6 @@
-//! The engine service: migrations, topology, the outbox relay, the results loop, the
-//! scheduler, and the HTTP API, all stopped by one shutdown signal.
+//! The engine service: migrations, topology, the outbox relay, the results loop, the events
+//! consumer, the timers (retries, lost attempts, deadlines), the schedule triggers, and the
+//! HTTP API, all stopped by one shutdown signal.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -42,6 +43,9 @@ pub struct EngineConfig {
     /// How often the scheduler looks for due retries, lost attempts and expired runs.
     #[serde(with = "humanish")]
     pub tick: Duration,
+    /// How often the scheduler looks for schedule triggers whose fire time has passed.
+    #[serde(with = "humanish")]
+    pub schedule_tick: Duration,
     /// Master keys that seal stored secrets (`SWITCHYARD_MASTER_KEY`). Without them secrets
     /// can be neither stored nor used, so signed webhooks are refused.
     #[serde(skip)]
@@ -79,6 +83,7 @@ impl Default for EngineConfig {
             result_batch: 256,
             result_recorders: 1,
             tick: Duration::from_millis(200),
+            schedule_tick: Duration::from_secs(1),
             keyring: None,
             webhook_workspace_rate: Some(DEFAULT_WORKSPACE_WEBHOOK_RATE),
         }
@@ -200,6 +205,11 @@ pub async fn run(
         stop_rx.clone(),
     ));
     let ticker = tokio::spawn(tick_loop(shared.clone(), config.tick, stop_rx.clone()));
+    let scheduler = tokio::spawn(crate::triggers::scheduler::run(
+        shared.clone(),
+        config.schedule_tick,
+        stop_rx.clone(),
+    ));
     let mut api_stop = stop_rx.clone();
     let server =
         axum::serve(listener, api::router(shared.clone())).with_graceful_shutdown(async move {
@@ -214,7 +224,7 @@ pub async fn run(
     shutdown.await;
     tracing::info!("engine shutting down");
     let _ = stop_tx.send(true);
-    for task in [relay, results, events, ticker, server] {
+    for task in [relay, results, events, ticker, scheduler, server] {
         let _ = task.await;
     }
     db.close().await?;

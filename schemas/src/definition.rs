@@ -230,6 +230,52 @@ pub struct ScheduleTrigger {
     pub catch_up: Option<CatchUp>,
 }
 
+impl ScheduleTrigger {
+    /// Parses `cron`: 5 fields (minute precision) or 6 (leading seconds), years refused. The
+    /// validator and the engine's scheduler both parse through here, so they accept the same
+    /// strings.
+    pub fn parse_cron(&self) -> Result<croner::Cron, CronError> {
+        let fields = self.cron.split_whitespace().count();
+        if !(5..=6).contains(&fields) {
+            return Err(CronError::FieldCount {
+                cron: self.cron.clone(),
+                fields,
+            });
+        }
+        croner::parser::CronParser::builder()
+            .year(croner::parser::Year::Disallowed)
+            .build()
+            .parse(&self.cron)
+            .map_err(|e| CronError::Invalid {
+                cron: self.cron.clone(),
+                reason: e.to_string(),
+            })
+    }
+}
+
+/// Why a schedule trigger's cron expression is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CronError {
+    /// Not 5 or 6 whitespace-separated fields.
+    #[error(
+        "cron `{cron}` has {fields} fields; write 5 (minute hour day month weekday) or 6 (with leading seconds)"
+    )]
+    FieldCount {
+        /// The expression as written.
+        cron: String,
+        /// How many fields it has.
+        fields: usize,
+    },
+    /// 5 or 6 fields, but not a valid expression.
+    #[error("cron `{cron}` is not valid: {reason}")]
+    Invalid {
+        /// The expression as written.
+        cron: String,
+        /// The parser's explanation.
+        reason: String,
+    },
+}
+
 /// Policy for missed schedule fire times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]

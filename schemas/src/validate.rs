@@ -758,21 +758,8 @@ impl Validator<'_> {
             }
             Trigger::Schedule(s) => {
                 let at = join_key(&base, "schedule");
-                let fields = s.cron.split_whitespace().count();
-                if !(5..=6).contains(&fields) {
-                    self.report(
-                        join_key(&at, "cron"),
-                        format!("cron `{}` has {fields} fields; write 5 (minute hour day month weekday) or 6 (with leading seconds)", s.cron),
-                    );
-                } else if let Err(e) = croner::parser::CronParser::builder()
-                    .year(croner::parser::Year::Disallowed)
-                    .build()
-                    .parse(&s.cron)
-                {
-                    self.report(
-                        join_key(&at, "cron"),
-                        format!("cron `{}` is not valid: {e}", s.cron),
-                    );
+                if let Err(e) = s.parse_cron() {
+                    self.report(join_key(&at, "cron"), e.to_string());
                 }
                 if let Some(tz) = &s.timezone
                     && tz.parse::<chrono_tz::Tz>().is_err()

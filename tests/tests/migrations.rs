@@ -167,8 +167,9 @@ fn a_schedule_state(workflow: &str) -> schedule_state::Model {
     schedule_state::Model {
         workspace_id: DEFAULT_WORKSPACE_ID,
         workflow_name: workflow.into(),
-        trigger_key: "schedule.0 3 * * *@Europe/Berlin".into(),
-        last_fire_at: now(),
+        trigger_key: "0 3 * * *@Europe/Berlin".into(),
+        settled_until: now(),
+        last_fire_at: Some(now() - TimeDelta::hours(24)),
         next_fire_at: Some(now() + TimeDelta::hours(24)),
         updated_at: now(),
     }

@@ -175,12 +175,22 @@ async fn get_workflow(
             Some(v) => ApiError::not_found(format!("workflow `{name}` version {v}")),
             None => ApiError::not_found(format!("workflow `{name}`")),
         })?;
+    let workflow = s.definitions.parse(&row)?;
+    let triggers = crate::triggers::scheduler::describe(
+        &s,
+        store::default_workspace(),
+        &name,
+        &workflow.triggers,
+        chrono::Utc::now(),
+    )
+    .await?;
     Ok(Json(json!({
         "name": row.name,
         "version": row.version,
         "definition": row.definition,
         "source": row.source,
         "created_at": row.created_at,
+        "triggers": triggers,
     })))
 }
 

@@ -72,7 +72,7 @@ impl Definitions {
     }
 
     /// Parses a stored version, or returns the copy parsed before.
-    pub(crate) fn parse(&self, row: &workflow_version::Model) -> Result<Arc<Workflow>, StoreError> {
+    pub fn parse(&self, row: &workflow_version::Model) -> Result<Arc<Workflow>, StoreError> {
         let key = (row.workspace_id, row.name.clone(), row.version);
         if let Some(found) = self.lookup(&key) {
             return Ok(found);

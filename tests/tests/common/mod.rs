@@ -231,6 +231,36 @@ pub fn spawn_worker_process(nats_url: &str, worker_id: &str) -> Result<tokio::pr
         .context("spawn worker")
 }
 
+/// Starts an in-process engine that runs until `stop` says so.
+async fn start_engine(
+    nats_url: &str,
+    database_url: &str,
+    keyring: Arc<engine::vault::Keyring>,
+    stop: watch::Receiver<bool>,
+) -> Result<std::net::SocketAddr> {
+    let (bound_tx, bound_rx) = oneshot::channel();
+    let config = engine::service::EngineConfig {
+        nats_url: nats_url.to_owned(),
+        database_url: database_url.to_owned(),
+        listen: "127.0.0.1:0".parse()?,
+        schedule_tick: Duration::from_millis(200),
+        keyring: Some(keyring),
+        ..Default::default()
+    };
+    let mut rx = stop;
+    tokio::spawn(async move {
+        let stopped = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        if let Err(e) = engine::service::run(config, stopped, Some(bound_tx)).await {
+            eprintln!("engine: {e}");
+        }
+    });
+    Ok(tokio::time::timeout(Duration::from_secs(30), bound_rx)
+        .await
+        .context("engine did not start")??)
+}
+
 /// An engine and one worker on a private nats-server and database, stopped on drop.
 pub struct Stack {
     pub api: String,
@@ -238,6 +268,8 @@ pub struct Stack {
     pub stop: watch::Sender<bool>,
     pub nats: NatsServer,
     pub db: TestDatabase,
+    /// The master key every engine of the stack shares.
+    pub keyring: Arc<engine::vault::Keyring>,
 }
 
 impl Stack {
@@ -250,32 +282,15 @@ impl Stack {
         let nats = NatsServer::start().await?;
         let db = TestDatabase::new(backend).await?;
         let (stop, stop_rx) = watch::channel(false);
-        let (bound_tx, bound_rx) = oneshot::channel();
-        let config = engine::service::EngineConfig {
-            nats_url: nats.url(),
-            database_url: db.url().to_owned(),
-            listen: "127.0.0.1:0".parse()?,
-            keyring: Some(std::sync::Arc::new(engine::vault::Keyring::generate()?.0)),
-            ..Default::default()
-        };
-        let mut rx = stop_rx.clone();
-        tokio::spawn(async move {
-            let stopped = async move {
-                let _ = rx.wait_for(|s| *s).await;
-            };
-            if let Err(e) = engine::service::run(config, stopped, Some(bound_tx)).await {
-                eprintln!("engine: {e}");
-            }
-        });
-        let addr = tokio::time::timeout(Duration::from_secs(30), bound_rx)
-            .await
-            .context("engine did not start")??;
+        let keyring = Arc::new(engine::vault::Keyring::generate()?.0);
+        let addr = start_engine(&nats.url(), db.url(), keyring.clone(), stop_rx).await?;
         let stack = Stack {
             api: format!("http://{addr}"),
             http: reqwest::Client::new(),
             stop,
             nats,
             db,
+            keyring,
         };
         for _ in 0..workers {
             stack.spawn_worker(workers::WorkerConfig {
@@ -285,6 +300,20 @@ impl Stack {
             });
         }
         Ok(stack)
+    }
+
+    /// Starts another in-process engine on the stack's nats-server and database; it stops
+    /// when the returned sender says so (or is dropped).
+    pub async fn spawn_engine(&self) -> Result<(Api, watch::Sender<bool>)> {
+        let (stop, stop_rx) = watch::channel(false);
+        let addr = start_engine(
+            &self.nats.url(),
+            self.db.url(),
+            self.keyring.clone(),
+            stop_rx,
+        )
+        .await?;
+        Ok((Api::new(format!("http://{addr}")), stop))
     }
 
     /// Starts an in-process worker that stops with the stack.

@@ -13,12 +13,15 @@ pub struct Model {
     /// Workflow name.
     #[sea_orm(primary_key, auto_increment = false)]
     pub workflow_name: String,
-    /// Which trigger of the workflow (`schedule.<cron>@<timezone>`).
+    /// Which trigger of the workflow (`<cron>@<timezone>`).
     #[sea_orm(primary_key, auto_increment = false)]
     pub trigger_key: String,
-    /// The latest fire time handled (run started or skipped); the first fire considered is
-    /// after it.
-    pub last_fire_at: DateTimeUtc,
+    /// Every fire time up to here is settled (its run started, or skipped by the catch-up
+    /// policy); the next pass considers only later ones. Starts at the moment the trigger was
+    /// first seen.
+    pub settled_until: DateTimeUtc,
+    /// The latest fire time that started a run.
+    pub last_fire_at: Option<DateTimeUtc>,
     /// The next fire time, as of the last change.
     pub next_fire_at: Option<DateTimeUtc>,
     /// Last change.

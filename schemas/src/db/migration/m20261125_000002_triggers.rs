@@ -29,6 +29,7 @@ enum ScheduleStates {
     WorkspaceId,
     WorkflowName,
     TriggerKey,
+    SettledUntil,
     LastFireAt,
     NextFireAt,
     UpdatedAt,
@@ -73,7 +74,8 @@ impl MigrationTrait for Migration {
                     .col(uuid(ScheduleStates::WorkspaceId))
                     .col(string(ScheduleStates::WorkflowName))
                     .col(string(ScheduleStates::TriggerKey))
-                    .col(timestamp_with_time_zone(ScheduleStates::LastFireAt))
+                    .col(timestamp_with_time_zone(ScheduleStates::SettledUntil))
+                    .col(timestamp_with_time_zone_null(ScheduleStates::LastFireAt))
                     .col(timestamp_with_time_zone_null(ScheduleStates::NextFireAt))
                     .col(timestamp_with_time_zone(ScheduleStates::UpdatedAt))
                     .primary_key(
