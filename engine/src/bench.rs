@@ -8,11 +8,18 @@
 //! 2. **sustained throughput**: many single-step and chain runs in flight; steps finished per
 //!    second of wall time.
 //! 3. **fan-out**: one `for_each` over 1,000 items, from start to joined.
+//! 4. **webhook to first step**: GitHub-signed deliveries one at a time; the time until the
+//!    engine answers 202, and until the run's first step calls the endpoint (signature check
+//!    with a stored, encrypted secret, commit, relay, worker).
+//! 5. **accepted webhooks**: signed deliveries from 32 clients at once; deliveries answered
+//!    202 per second, while their runs execute on the same machine.
 //!
 //! The no-op call itself is measured alone first, so its cost can be told apart.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -37,6 +44,8 @@ pub struct BenchOptions {
     pub items: usize,
     /// In-process workers.
     pub workers: usize,
+    /// Signed webhook deliveries for the accepted-per-second scenario.
+    pub webhooks: usize,
 }
 
 /// Why the benchmark could not run.
@@ -73,7 +82,9 @@ pub async fn run(options: BenchOptions) -> Result<Vec<Row>, BenchError> {
         .database_url
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", dir.join("bench.db").display()));
-    let noop = start_noop().await.map_err(setup)?;
+    let arrivals: Arrivals = Arc::default();
+    let noop = start_noop(arrivals.clone()).await.map_err(setup)?;
+    let keyring = Arc::new(bench_keyring()?);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
     let mut rx = stop_rx.clone();
@@ -83,7 +94,7 @@ pub async fn run(options: BenchOptions) -> Result<Vec<Row>, BenchError> {
             database_url: database_url.clone(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             tick: Duration::from_millis(50),
-            keyring: Some(std::sync::Arc::new(bench_keyring()?)),
+            keyring: Some(keyring.clone()),
             webhook_workspace_rate: None,
             ..Default::default()
         },
@@ -212,6 +223,15 @@ pub async fn run(options: BenchOptions) -> Result<Vec<Row>, BenchError> {
         target: "≤ 2 s".into(),
     });
 
+    // 4 and 5. Webhooks.
+    let hooks = Hooks {
+        api: format!("http://{api_addr}"),
+        http: reqwest::Client::new(),
+        noop,
+        arrivals,
+    };
+    rows.extend(webhooks(&db, &keyring, &hooks, &options).await?);
+
     let _ = stop_tx.send(true);
     let _ = engine.await;
     nats.stop().await;
@@ -325,11 +345,27 @@ async fn wait_done(db: &DatabaseConnection, ids: &[Uuid]) -> Result<(), BenchErr
     Ok(())
 }
 
-async fn start_noop() -> std::io::Result<SocketAddr> {
-    let app = axum::Router::new().route(
-        "/noop",
-        axum::routing::get(|| async { axum::Json(json!({})) }),
-    );
+/// When each webhook-started step's call arrived at the no-op endpoint, by delivery number.
+type Arrivals = Arc<Mutex<HashMap<u64, Instant>>>;
+
+async fn start_noop(arrivals: Arrivals) -> std::io::Result<SocketAddr> {
+    let app = axum::Router::new()
+        .route(
+            "/noop",
+            axum::routing::get(|| async { axum::Json(json!({})) }),
+        )
+        .route(
+            "/hook/{i}",
+            axum::routing::get(move |axum::extract::Path(i): axum::extract::Path<u64>| {
+                let arrivals = arrivals.clone();
+                async move {
+                    if let Ok(mut a) = arrivals.lock() {
+                        a.insert(i, Instant::now());
+                    }
+                    axum::Json(json!({}))
+                }
+            }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
@@ -370,4 +406,172 @@ fn bench_keyring() -> Result<crate::vault::Keyring, BenchError> {
     crate::vault::Keyring::generate()
         .map(|(k, _)| k)
         .map_err(|e| BenchError::Setup(format!("master key: {e}")))
+}
+
+/// What the webhook scenarios need.
+struct Hooks {
+    api: String,
+    http: reqwest::Client,
+    noop: SocketAddr,
+    arrivals: Arrivals,
+}
+
+const HOOK_SECRET: &str = "bench-webhook-secret";
+
+impl Hooks {
+    /// Sends delivery `i`, signed as GitHub signs it; returns when the engine answered.
+    async fn deliver(&self, i: u64) -> Result<(), BenchError> {
+        use hmac::{KeyInit, Mac};
+        let body = format!("{{\"i\":{i},\"action\":\"opened\"}}");
+        let mut mac =
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(HOOK_SECRET.as_bytes()).map_err(setup)?;
+        mac.update(body.as_bytes());
+        let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        let r = self
+            .http
+            .post(format!("{}/v1/hooks/bench-hook/gh", self.api))
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", signature)
+            .header("x-github-delivery", format!("bench-{i}"))
+            .body(body)
+            .send()
+            .await
+            .map_err(setup)?;
+        if r.status() != reqwest::StatusCode::ACCEPTED {
+            return Err(BenchError::Run(format!(
+                "webhook {i} answered {}",
+                r.status()
+            )));
+        }
+        Ok(())
+    }
+
+    fn arrived(&self, i: u64) -> Option<Instant> {
+        self.arrivals.lock().ok()?.get(&i).copied()
+    }
+}
+
+/// 4. Webhook to first step, one delivery at a time: from sending the signed request to the
+///    first step's call arriving at the endpoint (signature check, commit, relay, worker).
+/// 5. Accepted webhooks per second: many signed deliveries from 32 clients at once.
+async fn webhooks(
+    db: &DatabaseConnection,
+    keyring: &crate::vault::Keyring,
+    hooks: &Hooks,
+    options: &BenchOptions,
+) -> Result<Vec<Row>, BenchError> {
+    crate::secrets::put(
+        db,
+        Some(keyring),
+        store::default_workspace(),
+        "bench-hook-secret",
+        HOOK_SECRET.as_bytes(),
+    )
+    .await
+    .map_err(setup)?;
+    apply(
+        db,
+        &format!(
+            "name: bench-hook\ntriggers:\n  - webhook: {{ id: gh, signature: {{ scheme: github, secret: bench-hook-secret }} }}\nsteps:\n  - {{ id: first, action: http.request, with: {{ url: \"http://{}/hook/{{{{ trigger.body.i }}}}\" }} }}\n",
+            hooks.noop
+        ),
+    )
+    .await?;
+    let mut rows = Vec::new();
+    let (mut answered, mut first_step) = (Vec::new(), Vec::new());
+    let sequential: u64 = 200;
+    for i in 0..sequential + 10 {
+        let sent = Instant::now();
+        hooks.deliver(i).await?;
+        let accepted = sent.elapsed();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let arrived = loop {
+            if let Some(t) = hooks.arrived(i) {
+                break t;
+            }
+            if Instant::now() > deadline {
+                return Err(BenchError::Run(format!(
+                    "webhook {i}'s first step did not start in 30s"
+                )));
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        };
+        // The first ten warm up connections and caches.
+        if i >= 10 {
+            answered.push(accepted);
+            first_step.push(arrived.saturating_duration_since(sent));
+        }
+    }
+    rows.push(Row {
+        name: "signed webhook answered 202, 1 at a time (p50 / p99)".into(),
+        value: format!(
+            "{} / {}",
+            ms(percentile(&mut answered, 50.0)),
+            ms(percentile(&mut answered, 99.0))
+        ),
+        target: "".into(),
+    });
+    rows.push(Row {
+        name: "webhook to first step, 1 at a time (p50 / p99)".into(),
+        value: format!(
+            "{} / {}",
+            ms(percentile(&mut first_step, 50.0)),
+            ms(percentile(&mut first_step, 99.0))
+        ),
+        target: "p50 ≤ 10 ms".into(),
+    });
+
+    let n = options.webhooks as u64;
+    // Baseline for the next measure: the same number of one-step runs started through the
+    // runs API (no signature, no secret), from as many clients.
+    apply(
+        db,
+        &format!(
+            "name: bench-api-start\nsteps:\n  - {{ id: first, action: http.request, with: {{ url: \"http://{}/noop\" }} }}\n",
+            hooks.noop
+        ),
+    )
+    .await?;
+    let api = crate::client::Client::new(&hooks.api);
+    let started = Instant::now();
+    let ids: Vec<Uuid> = futures::stream::iter(0..n)
+        .map(|_| start(&api, "bench-api-start", json!({})))
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    let elapsed = started.elapsed();
+    wait_done(db, &ids).await?;
+    rows.push(Row {
+        name: format!("baseline: {n} runs started through the runs API from 32 clients"),
+        value: format!("{:.0} runs/s", n as f64 / elapsed.as_secs_f64()),
+        target: "".into(),
+    });
+
+    let from = sequential + 10;
+    let started = Instant::now();
+    let results: Vec<Result<(), BenchError>> = futures::stream::iter(from..from + n)
+        .map(|i| hooks.deliver(i))
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    results.into_iter().collect::<Result<Vec<()>, _>>()?;
+    rows.push(Row {
+        name: format!("{n} signed webhooks from 32 clients, accepted"),
+        value: format!("{:.0} webhooks/s", n as f64 / elapsed.as_secs_f64()),
+        target: "≥ 1,000/s".into(),
+    });
+    // Every accepted delivery's step runs: wait for them, so none is left behind.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while (from..from + n).any(|i| hooks.arrived(i).is_none()) {
+        if Instant::now() > deadline {
+            return Err(BenchError::Run(
+                "not every accepted webhook's step ran within 300s".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(rows)
 }

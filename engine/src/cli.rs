@@ -147,6 +147,9 @@ pub enum Command {
         /// In-process workers.
         #[arg(long, default_value_t = 2)]
         workers: usize,
+        /// Signed webhook deliveries for the accepted-per-second measure.
+        #[arg(long, default_value_t = 5000)]
+        webhooks: usize,
     },
     /// Store a workflow definition on the engine.
     Apply {
@@ -337,8 +340,8 @@ fn async_main(command: Command) -> ExitCode {
                     }
                 }
             }
-            Command::Bench { database_url, chains, runs, items, workers } => {
-                let options = crate::bench::BenchOptions { database_url, chains, runs, items, workers };
+            Command::Bench { database_url, chains, runs, items, workers, webhooks } => {
+                let options = crate::bench::BenchOptions { database_url, chains, runs, items, workers, webhooks };
                 match crate::bench::run(options).await {
                     Ok(rows) => {
                         print!("{}", crate::bench::table(&rows));

@@ -10,13 +10,15 @@
 //! - [`topology`]: JetStream streams and the shared results consumer.
 //! - [`triggers`]: what starts runs from outside: signed webhooks, events, schedules.
 //! - [`vault`] and [`secrets`]: secrets sealed with envelope encryption, opened only in memory.
+//! - [`starter`]: concurrent run starts committed in batches.
 //! - [`service`]: the engine process: relay, results loop, scheduler, HTTP API ([`api`]).
 //! - [`dev`]: `switchyard dev`, the whole stack in one process tree.
 //! - [`client`]: the engine API client behind the CLI's client verbs.
 //! - [`progress`]: the live step table of `switchyard run --wait`.
 //! - [`bench`]: `switchyard bench`, the local benchmark.
 //!
-//! A run flows: API → [`store::start_run`] (run + steps + outbox in one transaction) → relay
+//! A run flows: API or trigger → [`store::start_runs`] (runs + steps + outbox in one
+//! transaction, batched by [`starter`]) → relay
 //! publishes step messages → workers → results → [`store::record_results`] (batched, fenced)
 //! → [`planner::plan`] → more outbox rows, until the run finishes.
 
@@ -30,6 +32,7 @@ pub mod progress;
 pub mod retry;
 pub mod secrets;
 pub mod service;
+pub mod starter;
 pub mod store;
 pub mod topology;
 pub mod triggers;

@@ -5,6 +5,10 @@
 //! drops the plaintext, zeroised, right after. Rows hold only what [`crate::vault`] sealed,
 //! bound to their workspace and name, so a row copied elsewhere does not open.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use chrono::{DateTime, Utc};
 use schemas::db::entities::secret;
 use sea_orm::sea_query::OnConflict;
@@ -158,28 +162,100 @@ pub async fn open(
     workspace_id: Uuid,
     names: &[&str],
 ) -> Result<Vec<Zeroizing<Vec<u8>>>, SecretError> {
+    open_cached(db, None, keyring, workspace_id, names).await
+}
+
+/// How long [`SealedCache`] keeps a sealed row: a secret replaced or deleted through another
+/// engine is seen by this one at most this late.
+pub const CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// Sealed rows (never plaintext) read recently, so a burst of webhook deliveries does not
+/// read the same secret once per delivery. Replacing or deleting a secret through this engine
+/// takes effect here at once; through another engine, within [`CACHE_TTL`].
+#[derive(Debug, Default)]
+pub struct SealedCache {
+    rows: Mutex<HashMap<(Uuid, String), (Instant, Sealed)>>,
+}
+
+/// Rows kept before the cache starts over.
+const CACHE_ROWS: usize = 4_096;
+
+impl SealedCache {
+    fn get(&self, workspace_id: Uuid, name: &str, now: Instant) -> Option<Sealed> {
+        let rows = self.rows.lock().ok()?;
+        let (at, sealed) = rows.get(&(workspace_id, name.to_owned()))?;
+        (now.saturating_duration_since(*at) < CACHE_TTL).then(|| sealed.clone())
+    }
+
+    fn put(&self, workspace_id: Uuid, name: &str, sealed: Sealed, now: Instant) {
+        if let Ok(mut rows) = self.rows.lock() {
+            if rows.len() >= CACHE_ROWS {
+                rows.clear();
+            }
+            rows.insert((workspace_id, name.to_owned()), (now, sealed));
+        }
+    }
+
+    /// Forgets a secret, after it was replaced or deleted.
+    pub fn forget(&self, workspace_id: Uuid, name: &str) {
+        if let Ok(mut rows) = self.rows.lock() {
+            rows.remove(&(workspace_id, name.to_owned()));
+        }
+    }
+}
+
+/// [`open`], reading rows through `cache` when given.
+pub async fn open_cached(
+    db: &DatabaseConnection,
+    cache: Option<&SealedCache>,
+    keyring: Option<&Keyring>,
+    workspace_id: Uuid,
+    names: &[&str],
+) -> Result<Vec<Zeroizing<Vec<u8>>>, SecretError> {
     if names.is_empty() {
         return Ok(Vec::new());
     }
     let keyring = keyring.ok_or(SecretError::NoKeyring)?;
-    let rows = secret::Entity::find()
-        .filter(secret::Column::WorkspaceId.eq(workspace_id))
-        .filter(secret::Column::Name.is_in(names.iter().copied()))
-        .all(db)
-        .await?;
+    let now = Instant::now();
+    let mut sealed: Vec<Option<Sealed>> = names
+        .iter()
+        .map(|name| cache.and_then(|c| c.get(workspace_id, name, now)))
+        .collect();
+    if sealed.iter().any(Option::is_none) {
+        let missing: Vec<&str> = names
+            .iter()
+            .zip(&sealed)
+            .filter(|(_, s)| s.is_none())
+            .map(|(n, _)| *n)
+            .collect();
+        let rows = secret::Entity::find()
+            .filter(secret::Column::WorkspaceId.eq(workspace_id))
+            .filter(secret::Column::Name.is_in(missing))
+            .all(db)
+            .await?;
+        for (name, slot) in names.iter().zip(sealed.iter_mut()) {
+            if slot.is_some() {
+                continue;
+            }
+            if let Some(row) = rows.iter().find(|r| r.name == *name) {
+                let s = Sealed {
+                    key_version: u32::try_from(row.key_version).unwrap_or(0),
+                    wrapped_key: row.wrapped_key.clone(),
+                    ciphertext: row.ciphertext.clone(),
+                };
+                if let Some(c) = cache {
+                    c.put(workspace_id, name, s.clone(), now);
+                }
+                *slot = Some(s);
+            }
+        }
+    }
     names
         .iter()
-        .map(|name| {
-            let row = rows
-                .iter()
-                .find(|r| r.name == *name)
-                .ok_or_else(|| SecretError::NotFound((*name).to_owned()))?;
-            let sealed = Sealed {
-                key_version: u32::try_from(row.key_version).unwrap_or(0),
-                wrapped_key: row.wrapped_key.clone(),
-                ciphertext: row.ciphertext.clone(),
-            };
-            Ok(keyring.open(&Aad::new(workspace_id, KIND, name), &sealed)?)
+        .zip(sealed)
+        .map(|(name, s)| {
+            let s = s.ok_or_else(|| SecretError::NotFound((*name).to_owned()))?;
+            Ok(keyring.open(&Aad::new(workspace_id, KIND, name), &s)?)
         })
         .collect()
 }

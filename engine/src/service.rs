@@ -19,6 +19,7 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
+use crate::starter::Starter;
 use crate::triggers::limit::{Limiter, Rate};
 use crate::triggers::webhook::Rejections;
 use crate::vault::Keyring;
@@ -132,6 +133,10 @@ pub struct Shared {
     pub webhook_workspace_rate: Option<Rate>,
     /// Webhook delivery counters.
     pub hooks: Arc<Rejections>,
+    /// Starts runs in batches.
+    pub starter: Starter,
+    /// Sealed secrets read recently.
+    pub secrets: Arc<crate::secrets::SealedCache>,
 }
 
 /// Connects to a database and brings its schema up to date.
@@ -182,15 +187,19 @@ pub async fn run(
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let outbox = Arc::new(Notify::new());
+    let (starter, starter_task) = Starter::spawn(db.clone(), outbox.clone());
     let shared = Shared {
         db: db.clone(),
         nats: nats.clone(),
-        outbox: Arc::new(Notify::new()),
+        outbox,
         definitions: Arc::new(store::Definitions::default()),
         keyring: config.keyring.clone(),
         limiter: Arc::new(Limiter::default()),
         webhook_workspace_rate: config.webhook_workspace_rate,
         hooks: Arc::new(Rejections::default()),
+        starter,
+        secrets: Arc::default(),
     };
     let relay = tokio::spawn(relay_loop(shared.clone(), js.clone(), stop_rx.clone()));
     let events = tokio::spawn(crate::triggers::events::consume(
@@ -227,6 +236,9 @@ pub async fn run(
     for task in [relay, results, events, ticker, scheduler, server] {
         let _ = task.await;
     }
+    // Every handle is gone with the tasks; the starter commits what is queued, then ends.
+    drop(shared);
+    let _ = starter_task.await;
     db.close().await?;
     Ok(())
 }

@@ -227,7 +227,7 @@ pub async fn start_run(
         .ok_or_else(|| StoreError::WorkflowNotFound(name.to_owned()))?;
     let pinned = Pinned {
         workspace_id,
-        name,
+        name: name.to_owned(),
         version,
         workflow,
     };
@@ -236,89 +236,165 @@ pub async fn start_run(
 
 /// A workflow version a trigger resolved, to start runs of.
 #[derive(Debug, Clone)]
-pub struct Pinned<'a> {
+pub struct Pinned {
     /// Workspace.
     pub workspace_id: Uuid,
     /// Workflow name.
-    pub name: &'a str,
+    pub name: String,
     /// The version runs are pinned to.
     pub version: i32,
     /// Its definition.
     pub workflow: Arc<Workflow>,
 }
 
+/// A run to start: the version, the inputs as given, the idempotency key and what started it.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    /// The version to run.
+    pub pinned: Pinned,
+    /// Inputs as given; defaults are applied and types checked.
+    pub input: Value,
+    /// Unique per workspace and workflow: a second start with the key finds the first run.
+    pub idempotency_key: Option<String>,
+    /// What started the run (`trigger` in expressions).
+    pub trigger: Value,
+}
+
 /// Starts a run of a version the caller already resolved, unless `idempotency_key` names an
-/// earlier run of the workflow. The key is unique per workspace and workflow in the database
-/// and written in the run's own transaction, so of concurrent starts with one key exactly one
-/// creates the run and the others answer with it.
+/// earlier run of the workflow (see [`start_runs`]).
 pub async fn start_pinned(
     db: &DatabaseConnection,
-    pinned: &Pinned<'_>,
+    pinned: &Pinned,
     input: Value,
     idempotency_key: Option<&str>,
     trigger: Value,
 ) -> Result<Started, StoreError> {
-    let Pinned {
-        workspace_id,
-        name,
-        version,
-        ref workflow,
-    } = *pinned;
-    let inputs = resolve_inputs(workflow, input)?;
-    let tx = db.begin().await?;
-    let now = Utc::now();
-    let run_row = run::Model {
-        id: Uuid::now_v7(),
-        workspace_id,
-        workflow_name: name.to_owned(),
-        workflow_version: version,
-        status: RunStatus::Running,
-        input: inputs,
-        outputs: None,
-        error: None,
+    let new = NewRun {
+        pinned: pinned.clone(),
+        input,
         idempotency_key: idempotency_key.map(str::to_owned),
         trigger,
-        created_at: now,
-        started_at: Some(now),
-        finished_at: None,
-        deadline_at: workflow.timeout.map(|t| now + chrono_duration(t.get())),
-        updated_at: now,
     };
-    let run_id = run_row.id;
-    // With a key, insert-or-nothing: a duplicate leaves the transaction usable (PostgreSQL
-    // aborts a transaction on a failed insert) and tells us to answer with the winner's run.
-    let inserted = run::Entity::insert(run::ActiveModel::from(run_row.clone()))
-        .on_conflict(
-            OnConflict::columns([
-                run::Column::WorkspaceId,
-                run::Column::WorkflowName,
-                run::Column::IdempotencyKey,
-            ])
-            .do_nothing()
-            .to_owned(),
-        )
-        .exec_without_returning(&tx)
-        .await?;
-    if inserted == 0 {
-        drop(tx);
-        let key = idempotency_key.unwrap_or_default();
-        return match find_by_key(db, workspace_id, name, key).await? {
-            Some(existing) => Ok(Started {
-                run_id: existing,
+    start_runs(db, vec![new])
+        .await?
+        .pop()
+        .unwrap_or(Err(StoreError::Db(sea_orm::DbErr::RecordNotInserted)))
+}
+
+/// Starts several runs in one transaction: one multi-row insert of the runs, then their
+/// steps and step messages, as a batch of results is recorded.
+///
+/// Each run's answer is in the same position: an input error is that run's alone. An
+/// idempotency key is unique per workspace and workflow in the database and written in the
+/// run's own insert, so of concurrent starts with one key (in this batch, in another, on
+/// another engine) exactly one creates the run and the others answer with it. The outer error
+/// is the transaction's, and means none of the runs started.
+pub async fn start_runs(
+    db: &DatabaseConnection,
+    runs: Vec<NewRun>,
+) -> Result<Vec<Result<Started, StoreError>>, StoreError> {
+    let now = Utc::now();
+    let mut answers: Vec<Result<Started, StoreError>> = Vec::with_capacity(runs.len());
+    let mut rows: Vec<(usize, run::Model, Arc<Workflow>)> = Vec::new();
+    for (i, new) in runs.into_iter().enumerate() {
+        let NewRun {
+            pinned,
+            input,
+            idempotency_key,
+            trigger,
+        } = new;
+        match resolve_inputs(&pinned.workflow, input) {
+            Err(e) => answers.push(Err(e)),
+            Ok(inputs) => {
+                let row = run::Model {
+                    id: Uuid::now_v7(),
+                    workspace_id: pinned.workspace_id,
+                    workflow_name: pinned.name,
+                    workflow_version: pinned.version,
+                    status: RunStatus::Running,
+                    input: inputs,
+                    outputs: None,
+                    error: None,
+                    idempotency_key,
+                    trigger,
+                    created_at: now,
+                    started_at: Some(now),
+                    finished_at: None,
+                    deadline_at: pinned
+                        .workflow
+                        .timeout
+                        .map(|t| now + chrono_duration(t.get())),
+                    updated_at: now,
+                };
+                answers.push(Ok(Started {
+                    run_id: row.id,
+                    created: true,
+                }));
+                rows.push((i, row, pinned.workflow));
+            }
+        }
+    }
+    if rows.is_empty() {
+        return Ok(answers);
+    }
+    let tx = db.begin().await?;
+    // Insert-or-nothing: a duplicate key neither fails the batch nor aborts the transaction
+    // (PostgreSQL would abort it on a failed insert); which rows went in is read back.
+    run::Entity::insert_many(
+        rows.iter()
+            .map(|(_, row, _)| run::ActiveModel::from(row.clone())),
+    )
+    .on_conflict(
+        OnConflict::columns([
+            run::Column::WorkspaceId,
+            run::Column::WorkflowName,
+            run::Column::IdempotencyKey,
+        ])
+        .do_nothing()
+        .to_owned(),
+    )
+    .exec_without_returning(&tx)
+    .await?;
+    let inserted: BTreeSet<Uuid> = if rows.iter().any(|(_, r, _)| r.idempotency_key.is_some()) {
+        run::Entity::find()
+            .select_only()
+            .column(run::Column::Id)
+            .filter(run::Column::Id.is_in(rows.iter().map(|(_, r, _)| r.id)))
+            .into_tuple::<Uuid>()
+            .all(&tx)
+            .await?
+            .into_iter()
+            .collect()
+    } else {
+        rows.iter().map(|(_, r, _)| r.id).collect()
+    };
+    let mut works = Vec::with_capacity(inserted.len());
+    let mut writes = Writes::default();
+    let mut duplicates = Vec::new();
+    for (i, row, workflow) in rows {
+        if inserted.contains(&row.id) {
+            let mut work = RunWork::new_run(row, workflow);
+            work::advance(&mut work, &mut writes, now);
+            works.push(work);
+        } else {
+            duplicates.push((i, row));
+        }
+    }
+    work::flush(&tx, works.iter(), writes).await?;
+    tx.commit().await?;
+    // A key that lost: to an earlier run, or to another start in this very batch.
+    for (i, row) in duplicates {
+        let key = row.idempotency_key.as_deref().unwrap_or_default();
+        let existing = find_by_key(db, row.workspace_id, &row.workflow_name, key).await?;
+        answers[i] = match existing {
+            Some(run_id) => Ok(Started {
+                run_id,
                 created: false,
             }),
             None => Err(StoreError::Db(sea_orm::DbErr::RecordNotInserted)),
         };
     }
-    let mut work = RunWork::new_run(run_row, workflow.clone());
-    let mut writes = Writes::default();
-    work::advance(&mut work, &mut writes, now);
-    work::flush(&tx, [&work], writes).await?;
-    tx.commit().await?;
-    Ok(Started {
-        run_id,
-        created: true,
-    })
+    Ok(answers)
 }
 
 async fn find_by_key<C: ConnectionTrait>(

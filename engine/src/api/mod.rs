@@ -194,6 +194,8 @@ async fn get_workflow(
     })))
 }
 
+/// Starts a run of the latest version (or answers with the run an `Idempotency-Key` names),
+/// committed with whatever other starts arrived at the same moment.
 async fn start_run(
     State(s): State<Shared>,
     Path(name): Path<String>,
@@ -228,17 +230,26 @@ async fn start_run(
         }
     };
     let trigger = json!({ "kind": "api", "body": input.clone() });
-    let started = store::start_run(
-        &s.db,
-        &s.definitions,
-        store::default_workspace(),
-        &name,
-        input,
-        key.as_deref(),
-        trigger,
-    )
-    .await?;
-    s.outbox.notify_one();
+    let workspace_id = store::default_workspace();
+    let (version, workflow) = s
+        .definitions
+        .latest(&s.db, workspace_id, &name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("workflow `{name}`")))?;
+    let started = s
+        .starter
+        .start(store::NewRun {
+            pinned: store::Pinned {
+                workspace_id,
+                name,
+                version,
+                workflow,
+            },
+            input,
+            idempotency_key: key,
+            trigger,
+        })
+        .await?;
     let status = if started.created {
         StatusCode::ACCEPTED
     } else {
@@ -547,6 +558,7 @@ async fn put_secret(
         &value,
     )
     .await?;
+    s.secrets.forget(store::default_workspace(), &name);
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -566,7 +578,9 @@ async fn delete_secret(
     State(s): State<Shared>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    if secrets::delete(&s.db, store::default_workspace(), &name).await? {
+    let deleted = secrets::delete(&s.db, store::default_workspace(), &name).await?;
+    s.secrets.forget(store::default_workspace(), &name);
+    if deleted {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(format!("secret `{name}`")))

@@ -156,7 +156,7 @@ pub async fn handle(shared: &Shared, event: &EventEnvelope) -> Result<Handled, S
         let key = format!("event:{}", event.id);
         let pinned = Pinned {
             workspace_id: event.workspace_id,
-            name: &name,
+            name: name.clone(),
             version,
             workflow,
         };

@@ -82,7 +82,7 @@ pub async fn pass(shared: &Shared, now: DateTime<Utc>) -> Result<Pass, StoreErro
                     .find(|s| s.workflow_name == *name && s.trigger_key == key);
                 let pinned = Pinned {
                     workspace_id,
-                    name,
+                    name: name.clone(),
                     version: *version,
                     workflow: workflow.clone(),
                 };
@@ -101,7 +101,7 @@ fn has_schedule(triggers: &[Trigger]) -> bool {
 
 async fn fire(
     shared: &Shared,
-    pinned: &Pinned<'_>,
+    pinned: &Pinned,
     trigger: &ScheduleTrigger,
     key: &str,
     state: Option<&schedule_state::Model>,
@@ -186,7 +186,7 @@ async fn fire(
 
 async fn save(
     shared: &Shared,
-    pinned: &Pinned<'_>,
+    pinned: &Pinned,
     key: &str,
     (settled_until, last_fire): (DateTime<Utc>, Option<DateTime<Utc>>),
     next: Option<DateTime<Utc>>,

@@ -28,7 +28,7 @@ use super::signature::{self, Rejection};
 use crate::api::{ApiError, ApiErrorCode};
 use crate::secrets::{self, SecretError};
 use crate::service::Shared;
-use crate::store::{self, Pinned, StoreError};
+use crate::store::{self, NewRun, Pinned, StoreError};
 
 /// Longest delivery id (or `Idempotency-Key`) accepted.
 pub const MAX_DELIVERY_ID: usize = 200;
@@ -160,7 +160,6 @@ pub async fn receive(
         Ok((run_id, created)) => {
             if created {
                 s.hooks.accepted.fetch_add(1, Ordering::Relaxed);
-                s.outbox.notify_one();
                 (StatusCode::ACCEPTED, Json(json!({ "run_id": run_id }))).into_response()
             } else {
                 s.hooks.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -252,14 +251,20 @@ async fn deliver(
         "headers": visible_headers(&hook, headers),
         "query": query_map(query),
     });
-    let key = delivery_id.map(|id| format!("webhook:{trigger_id}:{id}"));
-    let pinned = Pinned {
-        workspace_id,
-        name: workflow_name,
-        version,
-        workflow,
-    };
-    let started = store::start_pinned(&s.db, &pinned, Value::Null, key.as_deref(), trigger).await?;
+    let started = s
+        .starter
+        .start(NewRun {
+            pinned: Pinned {
+                workspace_id,
+                name: workflow_name.to_owned(),
+                version,
+                workflow,
+            },
+            input: Value::Null,
+            idempotency_key: delivery_id.map(|id| format!("webhook:{trigger_id}:{id}")),
+            trigger,
+        })
+        .await?;
     Ok((started.run_id, started.created))
 }
 
@@ -372,20 +377,26 @@ async fn verify(
     let keys = if sig.scheme == SignatureScheme::None {
         Vec::new()
     } else {
-        secrets::open(&s.db, s.keyring.as_deref(), workspace_id, &names)
-            .await
-            .map_err(|e| {
-                let reason = match e {
-                    SecretError::Db(_) => Reason::Internal,
-                    _ => Reason::SecretUnavailable,
-                };
-                tracing::warn!(trigger = %hook.id, error = %e, "webhook secret unavailable");
-                Refused::new(
-                    reason,
-                    ApiErrorCode::Unauthorized,
-                    "the delivery cannot be verified: the trigger's secret is not available",
-                )
-            })?
+        secrets::open_cached(
+            &s.db,
+            Some(&s.secrets),
+            s.keyring.as_deref(),
+            workspace_id,
+            &names,
+        )
+        .await
+        .map_err(|e| {
+            let reason = match e {
+                SecretError::Db(_) => Reason::Internal,
+                _ => Reason::SecretUnavailable,
+            };
+            tracing::warn!(trigger = %hook.id, error = %e, "webhook secret unavailable");
+            Refused::new(
+                reason,
+                ApiErrorCode::Unauthorized,
+                "the delivery cannot be verified: the trigger's secret is not available",
+            )
+        })?
     };
     signature::verify(sig, &keys, headers, raw, SystemTime::now()).map_err(|e| {
         let reason = match e {
