@@ -64,18 +64,14 @@ pub struct SecretInfo {
     pub updated_at: DateTime<Utc>,
 }
 
-/// Checks a secret name: 1 to 128 of `A-Z a-z 0-9 _ - .`, starting with a letter or digit.
+/// Checks a secret name: the names definitions may refer to (1 to 64 of lowercase letters,
+/// digits, `-` and `_`, starting with a letter or digit).
 pub fn check_name(name: &str) -> Result<(), SecretError> {
-    let ok = (1..=128).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-        && name.as_bytes()[0].is_ascii_alphanumeric();
-    if ok {
+    if schemas::validate::is_connection_name(name) {
         Ok(())
     } else {
         Err(SecretError::BadName(format!(
-            "secret name `{}` must be 1 to 128 characters of A-Z, a-z, 0-9, `_`, `-` and `.`, starting with a letter or digit",
+            "secret name `{}` must be 1 to 64 lowercase letters, digits, `-` and `_`, starting with a letter or digit",
             name.escape_debug()
         )))
     }
@@ -212,6 +208,42 @@ pub async fn open_cached(
     workspace_id: Uuid,
     names: &[&str],
 ) -> Result<Vec<Zeroizing<Vec<u8>>>, SecretError> {
+    open_each(db, cache, keyring, workspace_id, names)
+        .await?
+        .into_iter()
+        .zip(names)
+        .map(|(s, name)| s.ok_or_else(|| SecretError::NotFound((*name).to_owned())))
+        .collect()
+}
+
+/// Opens those of the named secrets that exist, through `cache`; fails only when none does.
+/// A webhook trigger lists several secrets while one is rotated, and keeps working when an
+/// old one is deleted before the definition is updated.
+pub async fn open_present(
+    db: &DatabaseConnection,
+    cache: Option<&SealedCache>,
+    keyring: Option<&Keyring>,
+    workspace_id: Uuid,
+    names: &[&str],
+) -> Result<Vec<Zeroizing<Vec<u8>>>, SecretError> {
+    let present: Vec<_> = open_each(db, cache, keyring, workspace_id, names)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
+    if present.is_empty() && !names.is_empty() {
+        return Err(SecretError::NotFound(names.join("`, `")));
+    }
+    Ok(present)
+}
+
+async fn open_each(
+    db: &DatabaseConnection,
+    cache: Option<&SealedCache>,
+    keyring: Option<&Keyring>,
+    workspace_id: Uuid,
+    names: &[&str],
+) -> Result<Vec<Option<Zeroizing<Vec<u8>>>>, SecretError> {
     if names.is_empty() {
         return Ok(Vec::new());
     }
@@ -253,9 +285,9 @@ pub async fn open_cached(
     names
         .iter()
         .zip(sealed)
-        .map(|(name, s)| {
-            let s = s.ok_or_else(|| SecretError::NotFound((*name).to_owned()))?;
-            Ok(keyring.open(&Aad::new(workspace_id, KIND, name), &s)?)
+        .map(|(name, s)| match s {
+            None => Ok(None),
+            Some(s) => Ok(Some(keyring.open(&Aad::new(workspace_id, KIND, name), &s)?)),
         })
         .collect()
 }

@@ -127,6 +127,9 @@ pub async fn ensure(js: &jetstream::Context) -> Result<Topology, TopologyError> 
             transport::ENGINE_EVENTS_CONSUMER,
             consumer::pull::Config {
                 durable_name: Some(transport::ENGINE_EVENTS_CONSUMER.to_owned()),
+                // Events published before any engine consumed the stream (by a build without
+                // event triggers) start nothing; from then on every event is delivered.
+                deliver_policy: consumer::DeliverPolicy::New,
                 ack_policy: consumer::AckPolicy::Explicit,
                 ack_wait: RESULTS_ACK_WAIT,
                 max_ack_pending: 1_000,

@@ -715,8 +715,8 @@ impl Validator<'_> {
                         let secrets = sig.secret_names().count();
                         match sig.scheme {
                             SignatureScheme::None => {
-                                if secrets > 0 {
-                                    self.report(&sp, "`scheme: none` verifies nothing, so it takes no secret");
+                                if secrets > 0 || sig.tolerance.is_some() {
+                                    self.report(&sp, "`scheme: none` verifies nothing, so it takes no secret and no tolerance");
                                 }
                             }
                             scheme => {
@@ -730,6 +730,11 @@ impl Validator<'_> {
                                     && (sig.header.is_some() || sig.encoding.is_some() || sig.prefix.is_some())
                                 {
                                     self.report(&sp, "`header`, `encoding` and `prefix` only apply to `hmac-sha256`");
+                                }
+                                if sig.tolerance.is_some()
+                                    && !matches!(scheme, SignatureScheme::Stripe | SignatureScheme::Slack | SignatureScheme::Standard)
+                                {
+                                    self.report(&sp, "`tolerance` only applies to timestamped schemes: `stripe`, `slack` and `standard`");
                                 }
                             }
                         }
@@ -965,7 +970,9 @@ fn is_identifier(s: &str) -> bool {
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-fn is_connection_name(s: &str) -> bool {
+/// Whether `s` may name a connection or a stored secret: 1 to 64 of lowercase letters,
+/// digits, `-` and `_`, starting with a letter or digit.
+pub fn is_connection_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.as_bytes()[0].is_ascii_alphanumeric()

@@ -202,5 +202,25 @@ async fn missed_fire_times_follow_the_catch_up_policy_after_downtime() -> Result
         .context("next_fire_at")?
         .parse()?;
     assert_eq!(next, latest + TimeDelta::hours(1));
+
+    // A trigger removed from the latest version loses its state, so adding it back later
+    // does not catch up on the time it was gone.
+    api.apply("name: catch-all\nsteps:\n  - { id: noop, if: \"{{ false }}\", action: http.request, with: { url: \"http://127.0.0.1:9/\" } }\n")
+        .await?;
+    wait_until(
+        || {
+            let conn = conn.clone();
+            async move {
+                let left = schedule_state::Entity::find()
+                    .filter(schedule_state::Column::WorkflowName.eq("catch-all"))
+                    .all(&conn)
+                    .await?;
+                Ok::<bool, anyhow::Error>(left.is_empty())
+            }
+        },
+        WAIT,
+    )
+    .await
+    .context("the removed trigger's state is deleted")?;
     Ok(())
 }

@@ -703,3 +703,96 @@ async fn workflows_that_trigger_each_other_stop_at_the_depth_limit() -> Result<(
     assert_eq!(depths, (1..=limit).collect::<Vec<_>>());
     Ok(())
 }
+
+#[tokio::test]
+async fn a_secret_rotates_without_a_rejected_delivery() -> Result<()> {
+    let stack = Stack::start_with_workers(Backend::Sqlite, 0).await?;
+    stack
+        .apply(&hooked(
+            "rotating",
+            "{ id: gh, signature: { scheme: github, secrets: [gh-old, gh-new] } }",
+        ))
+        .await?;
+    let body = br#"{"user":"ada"}"#.to_vec();
+    let signed = |secret: &str, delivery: &str| {
+        let sig = github_signature(secret, &body);
+        let stack = &stack;
+        let body = body.clone();
+        let delivery = delivery.to_owned();
+        async move {
+            let headers = [
+                ("x-hub-signature-256", sig.as_str()),
+                ("x-github-delivery", delivery.as_str()),
+            ];
+            deliver(stack, "rotating/gh", &headers, body).await
+        }
+    };
+    // Only the old secret exists yet.
+    put_secret(&stack, "gh-old", "old secret").await?;
+    assert_eq!(
+        signed("old secret", "d1").await?.status,
+        StatusCode::ACCEPTED
+    );
+    // The new one is added: both are accepted.
+    put_secret(&stack, "gh-new", "new secret").await?;
+    assert_eq!(
+        signed("new secret", "d2").await?.status,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        signed("old secret", "d3").await?.status,
+        StatusCode::ACCEPTED
+    );
+    // The old one is deleted before the definition stops naming it: the new one still works.
+    let r = stack
+        .client()
+        .http
+        .delete(format!("{}/v1/secrets/gh-old", stack.api))
+        .send()
+        .await?;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        signed("new secret", "d4").await?.status,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        signed("old secret", "d5").await?.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // Replacing a secret's value takes effect at once on this engine.
+    put_secret(&stack, "gh-new", "newer secret").await?;
+    assert_eq!(
+        signed("new secret", "d6").await?.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        signed("newer secret", "d7").await?.status,
+        StatusCode::ACCEPTED
+    );
+    // Names follow the definition's rules.
+    let (status, body) = put_secret(&stack, "Not.Valid", "x").await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_callers_idempotency_key_cannot_take_a_triggers_slot() -> Result<()> {
+    let stack = Stack::start_with_workers(Backend::Sqlite, 0).await?;
+    stack
+        .apply(&hooked("shared", "{ id: h, signature: { scheme: none } }"))
+        .await?;
+    // A caller of the runs API picks the key a webhook delivery would get.
+    let (status, api_run) = stack
+        .start_run("shared", json!({}), Some("webhook:h:d-1"))
+        .await?;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let r = deliver(&stack, "shared/h", &[("idempotency-key", "d-1")], "{}").await?;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_ne!(r.body["run_id"], api_run.as_str());
+    // An event id belongs to one event name.
+    let (status, _) = post_event(&stack, "a.b", json!({ "id": "e-1" })).await?;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, body) = post_event(&stack, "c.d", json!({ "id": "e-1" })).await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    Ok(())
+}

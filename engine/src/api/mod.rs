@@ -246,7 +246,9 @@ async fn start_run(
                 workflow,
             },
             input,
-            idempotency_key: key,
+            // Namespaced, so a caller's key can never take the slot of a trigger's key
+            // (`webhook:…`, `event:…`, `schedule:…`).
+            idempotency_key: key.map(|k| format!("api:{k}")),
             trigger,
         })
         .await?;

@@ -83,7 +83,15 @@ pub async fn publish(
     .exec_without_returning(&tx)
     .await?;
     if inserted == 0 {
-        return Ok(Published { id, created: false });
+        let earlier = event::Entity::find_by_id(id.clone()).one(&tx).await?;
+        return match earlier {
+            Some(e) if e.workspace_id == workspace_id && e.name == name => {
+                Ok(Published { id, created: false })
+            }
+            _ => Err(StoreError::InvalidInput(format!(
+                "event id `{id}` was already used for another event; ids are unique across event names"
+            ))),
+        };
     }
     outbox::ActiveModel {
         subject: Set(transport::event_subject(name)),

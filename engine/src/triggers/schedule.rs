@@ -6,8 +6,9 @@
 //! and where to continue from. A scheduler loop looks like this:
 //!
 //! 1. `due = schedule.due(last, now, grace, limit)`; start one run per `due.fire`, count
-//!    `due.skipped`, and store `due.advance_to` as the new `last` (in the same transaction as
-//!    the runs, so that a crash neither loses nor repeats a fire time).
+//!    `due.skipped`, and store `due.advance_to` as the new `last` once the runs are committed.
+//!    Each run's idempotency key names its fire time, so a crash in between neither loses
+//!    nor repeats one: the next pass computes the same times and finds their runs.
 //! 2. Sleep until `schedule.next_after(last)`. With [`CatchUp::All`] and a truncated batch that
 //!    time is already past, so the next batch follows at once.
 //!

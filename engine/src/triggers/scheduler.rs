@@ -64,13 +64,11 @@ pub async fn pass(shared: &Shared, now: DateTime<Utc>) -> Result<Pass, StoreErro
             .definitions
             .all_latest(&shared.db, workspace_id)
             .await?;
-        if !workflows.iter().any(|(_, _, w)| has_schedule(&w.triggers)) {
-            continue;
-        }
         let states = schedule_state::Entity::find()
             .filter(schedule_state::Column::WorkspaceId.eq(workspace_id))
             .all(&shared.db)
             .await?;
+        forget_removed(shared, &workflows, &states).await?;
         for (name, version, workflow) in &workflows {
             for trigger in &workflow.triggers {
                 let Trigger::Schedule(t) = trigger else {
@@ -93,6 +91,33 @@ pub async fn pass(shared: &Shared, now: DateTime<Utc>) -> Result<Pass, StoreErro
         }
     }
     Ok(done)
+}
+
+/// Deletes the state of schedule triggers the latest versions no longer have, so a trigger
+/// added back later starts afresh instead of catching up on the time it was gone.
+async fn forget_removed(
+    shared: &Shared,
+    workflows: &[(String, i32, std::sync::Arc<schemas::definition::Workflow>)],
+    states: &[schedule_state::Model],
+) -> Result<(), StoreError> {
+    for state in states {
+        let current = workflows.iter().any(|(name, _, w)| {
+            *name == state.workflow_name
+                && w.triggers.iter().any(
+                    |t| matches!(t, Trigger::Schedule(s) if trigger_key(s) == state.trigger_key),
+                )
+        });
+        if !current {
+            schedule_state::Entity::delete_by_id((
+                state.workspace_id,
+                state.workflow_name.clone(),
+                state.trigger_key.clone(),
+            ))
+            .exec(&shared.db)
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 fn has_schedule(triggers: &[Trigger]) -> bool {
@@ -264,7 +289,7 @@ pub async fn describe(
                     "kind": "schedule",
                     "cron": s.cron,
                     "timezone": s.timezone.as_deref().unwrap_or("UTC"),
-                    "catch_up": s.catch_up,
+                    "catch_up": s.catch_up.unwrap_or(super::schedule::DEFAULT_CATCH_UP),
                     "next_fire_at": next,
                     "last_fire_at": last_run,
                 })

@@ -235,7 +235,7 @@ fn optional(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 255)
+        .filter(|v| !v.is_empty())
         .map(str::to_owned)
 }
 

@@ -377,7 +377,7 @@ async fn verify(
     let keys = if sig.scheme == SignatureScheme::None {
         Vec::new()
     } else {
-        secrets::open_cached(
+        secrets::open_present(
             &s.db,
             Some(&s.secrets),
             s.keyring.as_deref(),
@@ -385,17 +385,19 @@ async fn verify(
             &names,
         )
         .await
-        .map_err(|e| {
-            let reason = match e {
-                SecretError::Db(_) => Reason::Internal,
-                _ => Reason::SecretUnavailable,
-            };
-            tracing::warn!(trigger = %hook.id, error = %e, "webhook secret unavailable");
-            Refused::new(
-                reason,
-                ApiErrorCode::Unauthorized,
-                "the delivery cannot be verified: the trigger's secret is not available",
-            )
+        .map_err(|e| match e {
+            SecretError::Db(_) => Refused {
+                reason: Reason::Internal,
+                error: Box::new(ApiError::internal(e)),
+            },
+            _ => {
+                tracing::warn!(trigger = %hook.id, error = %e, "webhook secret unavailable");
+                Refused::new(
+                    Reason::SecretUnavailable,
+                    ApiErrorCode::Unauthorized,
+                    "the delivery cannot be verified: the trigger's secret is not available",
+                )
+            }
         })?
     };
     signature::verify(sig, &keys, headers, raw, SystemTime::now()).map_err(|e| {

@@ -251,6 +251,38 @@ fn webhooks_must_choose_a_signature_scheme() {
 }
 
 #[test]
+fn webhook_limits_and_tolerances_are_checked() {
+    let all = problems(
+        "name: a\ntriggers:\n  - webhook: { id: x, signature: { scheme: github, secret: s, tolerance: 1m } }\n  - webhook: { id: y, signature: { scheme: none }, max_body_bytes: 999999999, rate_limit: { requests: 0, per: 1s } }\n  - webhook: { id: z, signature: { scheme: stripe, secret: s, tolerance: 10m } }\nsteps:\n  - id: one\n    action: http.request\n",
+    );
+    assert_problem(
+        &all,
+        "triggers[0].webhook.signature",
+        3,
+        23,
+        "`tolerance` only applies to timestamped schemes",
+    );
+    assert_problem(
+        &all,
+        "triggers[1].webhook.max_body_bytes",
+        4,
+        68,
+        "1 to 16777216",
+    );
+    assert_problem(
+        &all,
+        "triggers[1].webhook.rate_limit",
+        4,
+        79,
+        "greater than zero",
+    );
+    assert!(
+        !all.iter().any(|p| p.path.starts_with("triggers[2]")),
+        "a tolerance on a timestamped scheme is fine: {all:?}"
+    );
+}
+
+#[test]
 fn step_and_document_limits_are_enforced() {
     let mut text = String::from("name: big\nsteps:\n");
     for i in 0..=MAX_STEPS {
