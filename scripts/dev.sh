@@ -36,5 +36,7 @@ echo
 echo "switchyard dev is running on $SWITCHYARD_URL; try:"
 echo "  $bin runs list"
 echo "  $bin run hello --wait"
+echo "  examples/local/signup.yaml: start a run with a signed webhook (the commands are at its top)"
+echo "  $bin emit user.signed_up --data '{\"email\": \"grace@example.com\"}'"
 echo "Ctrl-C stops it."
 wait $dev_pid

@@ -146,6 +146,13 @@ pub async fn run(options: BenchOptions) -> Result<Vec<Row>, BenchError> {
     // 1. Per-step overhead.
     let chain = chain_definition("bench-chain", 10, &url);
     apply(&db, &chain).await?;
+    let hooks = Hooks {
+        api: format!("http://{api_addr}"),
+        http: reqwest::Client::new(),
+        noop,
+        arrivals,
+    };
+    prepare_webhooks(&db, &keyring, &hooks).await?;
     let mut gaps = Vec::new();
     // Warm up connections and caches.
     let warm = start(&api, "bench-chain", json!({})).await?;
@@ -224,13 +231,7 @@ pub async fn run(options: BenchOptions) -> Result<Vec<Row>, BenchError> {
     });
 
     // 4 and 5. Webhooks.
-    let hooks = Hooks {
-        api: format!("http://{api_addr}"),
-        http: reqwest::Client::new(),
-        noop,
-        arrivals,
-    };
-    rows.extend(webhooks(&db, &keyring, &hooks, &options).await?);
+    rows.extend(webhooks(&db, &hooks, &options).await?);
 
     let _ = stop_tx.send(true);
     let _ = engine.await;
@@ -451,15 +452,14 @@ impl Hooks {
     }
 }
 
-/// 4. Webhook to first step, one delivery at a time: from sending the signed request to the
-///    first step's call arriving at the endpoint (signature check, commit, relay, worker).
-/// 5. Accepted webhooks per second: many signed deliveries from 32 clients at once.
-async fn webhooks(
+/// Stores the webhook scenarios' secret and workflows. Done before any load: on SQLite this
+/// process's own connection and the engine's are two writers, and a write that meets the
+/// engine's would fail as busy.
+async fn prepare_webhooks(
     db: &DatabaseConnection,
     keyring: &crate::vault::Keyring,
     hooks: &Hooks,
-    options: &BenchOptions,
-) -> Result<Vec<Row>, BenchError> {
+) -> Result<(), BenchError> {
     crate::secrets::put(
         db,
         Some(keyring),
@@ -477,6 +477,25 @@ async fn webhooks(
         ),
     )
     .await?;
+    apply(
+        db,
+        &format!(
+            "name: bench-api-start\nsteps:\n  - {{ id: first, action: http.request, with: {{ url: \"http://{}/noop\" }} }}\n",
+            hooks.noop
+        ),
+    )
+    .await?;
+    Ok(())
+}
+
+/// 4. Webhook to first step, one delivery at a time: from sending the signed request to the
+///    first step's call arriving at the endpoint (signature check, commit, relay, worker).
+/// 5. Accepted webhooks per second: many signed deliveries from 32 clients at once.
+async fn webhooks(
+    db: &DatabaseConnection,
+    hooks: &Hooks,
+    options: &BenchOptions,
+) -> Result<Vec<Row>, BenchError> {
     let mut rows = Vec::new();
     let (mut answered, mut first_step) = (Vec::new(), Vec::new());
     let sequential: u64 = 200;
@@ -524,14 +543,6 @@ async fn webhooks(
     let n = options.webhooks as u64;
     // Baseline for the next measure: the same number of one-step runs started through the
     // runs API (no signature, no secret), from as many clients.
-    apply(
-        db,
-        &format!(
-            "name: bench-api-start\nsteps:\n  - {{ id: first, action: http.request, with: {{ url: \"http://{}/noop\" }} }}\n",
-            hooks.noop
-        ),
-    )
-    .await?;
     let api = crate::client::Client::new(&hooks.api);
     let started = Instant::now();
     let ids: Vec<Uuid> = futures::stream::iter(0..n)

@@ -187,6 +187,50 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Store, list or delete secrets (webhook signing keys). Values are never shown.
+    Secret {
+        /// `set`, `list` or `delete`.
+        #[command(subcommand)]
+        verb: SecretVerb,
+    },
+    /// Publish an event; workflows with a matching event trigger start.
+    Emit {
+        /// Event name, e.g. `lead.created`.
+        name: String,
+        /// Payload as JSON.
+        #[arg(long, default_value = "null")]
+        data: String,
+        /// Deduplication id: publishing the same id again starts nothing new.
+        #[arg(long)]
+        id: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+/// `switchyard secret …`.
+#[derive(Debug, Subcommand)]
+pub enum SecretVerb {
+    /// Store a secret, reading its value from standard input (so it stays out of shell
+    /// history and process lists); a trailing newline is dropped.
+    Set {
+        /// Secret name.
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List secret names and when they changed.
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Delete a secret.
+    Delete {
+        /// Secret name.
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 /// `switchyard runs …`.
@@ -370,6 +414,8 @@ fn async_main(command: Command) -> ExitCode {
                         ExitCode::SUCCESS
                     }),
             ),
+            Command::Secret { verb } => client_verb(secret(verb).await),
+            Command::Emit { name, data, id, remote } => client_verb(emit(&remote, &name, &data, id).await),
             Command::Validate { .. } | Command::Schema | Command::Connectors { .. } => ExitCode::from(USAGE),
         }
     })
@@ -419,6 +465,76 @@ fn client_verb(result: Result<ExitCode, ClientError>) -> ExitCode {
             ExitCode::from(FAILED)
         }
     }
+}
+
+async fn secret(verb: SecretVerb) -> Result<ExitCode, ClientError> {
+    match verb {
+        SecretVerb::Set { name, remote } => {
+            let mut value = zeroize::Zeroizing::new(String::new());
+            std::io::stdin()
+                .read_to_string(&mut value)
+                .map_err(|e| ClientError::Usage(format!("reading the secret from stdin: {e}")))?;
+            let trimmed = value.strip_suffix('\n').unwrap_or(&value);
+            let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
+            if trimmed.is_empty() {
+                return Err(ClientError::Usage(
+                    "no secret on standard input; e.g. `printf %s \"$SECRET\" | switchyard secret set NAME`".into(),
+                ));
+            }
+            let body = serde_json::json!({ "value": trimmed });
+            let stored = Client::new(&remote.url)
+                .put_json(&format!("/v1/secrets/{name}"), &body)
+                .await?;
+            println!(
+                "secret {name} stored (key version {})",
+                stored["key_version"]
+            );
+        }
+        SecretVerb::List { remote } => {
+            let list = Client::new(&remote.url).get("/v1/secrets").await?;
+            for s in list["secrets"].as_array().into_iter().flatten() {
+                println!(
+                    "{}\tupdated {}",
+                    s["name"].as_str().unwrap_or_default(),
+                    s["updated_at"].as_str().unwrap_or_default()
+                );
+            }
+        }
+        SecretVerb::Delete { name, remote } => {
+            Client::new(&remote.url)
+                .delete(&format!("/v1/secrets/{name}"))
+                .await?;
+            println!("secret {name} deleted");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn emit(
+    remote: &Remote,
+    name: &str,
+    data: &str,
+    id: Option<String>,
+) -> Result<ExitCode, ClientError> {
+    let data: Value = serde_json::from_str(data)
+        .map_err(|e| ClientError::Usage(format!("--data is not JSON: {e}")))?;
+    let mut body = serde_json::json!({ "data": data });
+    if let Some(id) = id {
+        body["id"] = Value::String(id);
+    }
+    let answer = Client::new(&remote.url)
+        .post_json(&format!("/v1/events/{name}"), &body, None)
+        .await?;
+    let duplicate = if answer["duplicate"] == true {
+        " (already published; nothing new starts)"
+    } else {
+        ""
+    };
+    println!(
+        "event {name} {}{duplicate}",
+        answer["id"].as_str().unwrap_or_default()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn apply(remote: &Remote, file: &PathBuf) -> Result<ExitCode, ClientError> {

@@ -84,6 +84,16 @@ impl Client {
         self.send(req).await
     }
 
+    /// `PUT path` with a JSON body.
+    pub async fn put_json(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.send(self.http.put(self.url(path)).json(body)).await
+    }
+
+    /// `DELETE path`.
+    pub async fn delete(&self, path: &str) -> Result<Value, ClientError> {
+        self.send(self.http.delete(self.url(path))).await
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
