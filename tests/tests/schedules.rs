@@ -1,5 +1,6 @@
-//! Schedule triggers through real engines, a real nats-server and real databases: each fire
-//! time starts exactly one run with several engines running, missed fire times follow the
+//! Schedule triggers through real engines (in-process and separate processes), a real
+//! nats-server and real databases: each fire time starts exactly one run with several engines
+//! running, missed fire times follow the
 //! trigger's catch-up policy after the engines were stopped, and the API shows each
 //! trigger's next and last fire time. (Cron and DST arithmetic is unit-tested beside it, in
 //! `engine::triggers::schedule`.)
@@ -10,7 +11,7 @@ use std::collections::BTreeSet;
 
 use anyhow::{Context, Result, ensure};
 use chrono::{DateTime, TimeDelta, Timelike, Utc};
-use common::{Stack, WAIT};
+use common::{Api, Stack, WAIT, spawn_engine_process};
 use schemas::db::entities::{run, schedule_state};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, Set};
 use serde_json::Value;
@@ -42,7 +43,8 @@ async fn fire_times(stack: &Stack, workflow: &str) -> Result<Vec<DateTime<Utc>>>
 
 async fn two_engines_start_one_run_per_fire_time(backend: Backend) -> Result<()> {
     let stack = Stack::start_with_workers(backend, 0).await?;
-    let (_second, _stop_second) = stack.spawn_engine().await?;
+    // A second engine, as a separate process.
+    let (_second, _) = spawn_engine_process(&stack.nats.url(), stack.db.url()).await?;
     stack
         .apply(&scheduled("every-second", "* * * * * *", "all"))
         .await?;
@@ -151,7 +153,9 @@ async fn missed_fire_times_follow_the_catch_up_policy_after_downtime() -> Result
         row.update(&conn).await?;
     }
 
-    let (api, _stop) = stack.spawn_engine().await?;
+    // Start again: an engine process, on the same database.
+    let (_engine, url) = spawn_engine_process(&stack.nats.url(), stack.db.url()).await?;
+    let api = Api::new(url);
     wait_until(
         || async {
             Ok::<bool, anyhow::Error>(

@@ -268,8 +268,6 @@ pub struct Stack {
     pub stop: watch::Sender<bool>,
     pub nats: NatsServer,
     pub db: TestDatabase,
-    /// The master key every engine of the stack shares.
-    pub keyring: Arc<engine::vault::Keyring>,
 }
 
 impl Stack {
@@ -283,14 +281,13 @@ impl Stack {
         let db = TestDatabase::new(backend).await?;
         let (stop, stop_rx) = watch::channel(false);
         let keyring = Arc::new(engine::vault::Keyring::generate()?.0);
-        let addr = start_engine(&nats.url(), db.url(), keyring.clone(), stop_rx).await?;
+        let addr = start_engine(&nats.url(), db.url(), keyring, stop_rx).await?;
         let stack = Stack {
             api: format!("http://{addr}"),
             http: reqwest::Client::new(),
             stop,
             nats,
             db,
-            keyring,
         };
         for _ in 0..workers {
             stack.spawn_worker(workers::WorkerConfig {
@@ -300,20 +297,6 @@ impl Stack {
             });
         }
         Ok(stack)
-    }
-
-    /// Starts another in-process engine on the stack's nats-server and database; it stops
-    /// when the returned sender says so (or is dropped).
-    pub async fn spawn_engine(&self) -> Result<(Api, watch::Sender<bool>)> {
-        let (stop, stop_rx) = watch::channel(false);
-        let addr = start_engine(
-            &self.nats.url(),
-            self.db.url(),
-            self.keyring.clone(),
-            stop_rx,
-        )
-        .await?;
-        Ok((Api::new(format!("http://{addr}")), stop))
     }
 
     /// Starts an in-process worker that stops with the stack.
