@@ -796,3 +796,37 @@ async fn a_callers_idempotency_key_cannot_take_a_triggers_slot() -> Result<()> {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     Ok(())
 }
+
+#[tokio::test]
+async fn the_workspace_limit_holds_across_its_triggers() -> Result<()> {
+    let stack = Stack::start_configured(Backend::Sqlite, 0, |config| {
+        config.webhook_workspace_rate = Some(engine::triggers::limit::Rate {
+            requests: 3,
+            per: Duration::from_secs(60),
+        });
+    })
+    .await?;
+    for name in ["first", "second"] {
+        stack
+            .apply(&hooked(name, "{ id: h, signature: { scheme: none } }"))
+            .await?;
+    }
+    for path in ["first/h", "second/h", "first/h"] {
+        let r = deliver(&stack, path, &[], "{}").await?;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    }
+    let r = deliver(&stack, "second/h", &[], "{}").await?;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("this workspace"),
+        "{}",
+        r.body
+    );
+    let wait: u64 = r.retry_after.as_deref().context("Retry-After")?.parse()?;
+    assert!((1..=20).contains(&wait), "Retry-After {wait}");
+    assert_eq!(runs_of(&stack, "second").await?, 1);
+    Ok(())
+}

@@ -233,20 +233,10 @@ pub fn spawn_worker_process(nats_url: &str, worker_id: &str) -> Result<tokio::pr
 
 /// Starts an in-process engine that runs until `stop` says so.
 async fn start_engine(
-    nats_url: &str,
-    database_url: &str,
-    keyring: Arc<engine::vault::Keyring>,
+    config: engine::service::EngineConfig,
     stop: watch::Receiver<bool>,
 ) -> Result<std::net::SocketAddr> {
     let (bound_tx, bound_rx) = oneshot::channel();
-    let config = engine::service::EngineConfig {
-        nats_url: nats_url.to_owned(),
-        database_url: database_url.to_owned(),
-        listen: "127.0.0.1:0".parse()?,
-        schedule_tick: Duration::from_millis(200),
-        keyring: Some(keyring),
-        ..Default::default()
-    };
     let mut rx = stop;
     tokio::spawn(async move {
         let stopped = async move {
@@ -277,11 +267,29 @@ impl Stack {
 
     /// An engine and `workers` in-process workers.
     pub async fn start_with_workers(backend: Backend, workers: usize) -> Result<Stack> {
+        Self::start_configured(backend, workers, |_| {}).await
+    }
+
+    /// An engine configured by `configure` (after the test defaults: ephemeral port, a fresh
+    /// master key, a fast schedule tick) and `workers` in-process workers.
+    pub async fn start_configured(
+        backend: Backend,
+        workers: usize,
+        configure: impl FnOnce(&mut engine::service::EngineConfig),
+    ) -> Result<Stack> {
         let nats = NatsServer::start().await?;
         let db = TestDatabase::new(backend).await?;
         let (stop, stop_rx) = watch::channel(false);
-        let keyring = Arc::new(engine::vault::Keyring::generate()?.0);
-        let addr = start_engine(&nats.url(), db.url(), keyring, stop_rx).await?;
+        let mut config = engine::service::EngineConfig {
+            nats_url: nats.url(),
+            database_url: db.url().to_owned(),
+            listen: "127.0.0.1:0".parse()?,
+            schedule_tick: Duration::from_millis(200),
+            keyring: Some(Arc::new(engine::vault::Keyring::generate()?.0)),
+            ..Default::default()
+        };
+        configure(&mut config);
+        let addr = start_engine(config, stop_rx).await?;
         let stack = Stack {
             api: format!("http://{addr}"),
             http: reqwest::Client::new(),
