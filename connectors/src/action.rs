@@ -22,6 +22,8 @@ pub struct ActionContext {
     pub max_response_bytes: usize,
     /// The HTTP client (from [`http::new_client`]), shared by the actions of one runtime.
     pub http: reqwest::Client,
+    /// The step's connection's credentials, opened for this call only.
+    pub credential: Option<std::sync::Arc<crate::credential::Credential>>,
 }
 
 impl Default for ActionContext {
@@ -35,6 +37,7 @@ impl Default for ActionContext {
             traceparent: None,
             max_response_bytes: http::DEFAULT_MAX_RESPONSE_BYTES,
             http: http::new_client(),
+            credential: None,
         }
     }
 }

@@ -10,16 +10,20 @@
 //!   manifests only tell the validator which `connector.action` names exist.
 //! - [`http`]: the shared HTTP client, failure classification and rate-limit headers.
 //! - [`error`]: [`ActionError`], with a stable code from `schemas::envelope::ErrorCode`.
+//! - [`credential`]: a connection's `auth` split into clear config and a sealed secret, and
+//!   applied to a request; scrubbing of secrets from outputs.
 //!
 //! This crate knows nothing of NATS or the engine.
 
 pub mod action;
+pub mod credential;
 pub mod error;
 pub mod http;
 pub mod manifest;
 pub mod registry;
 
 pub use action::{ActionContext, execute};
+pub use credential::Credential;
 pub use error::ActionError;
 pub use manifest::{ActionManifest, AuthType, Manifest};
 pub use registry::Registry;

@@ -15,6 +15,8 @@ pub enum AuthType {
     Bearer,
     /// HTTP basic authentication.
     Basic,
+    /// Custom headers (a provider's own scheme, e.g. two headers with an id and a key).
+    Headers,
     /// OAuth 2.0 authorization code with PKCE.
     #[serde(rename = "oauth2_code")]
     OAuth2Code,

@@ -29,6 +29,7 @@ static BUILTIN: &[Manifest] = &[
             AuthType::ApiKey,
             AuthType::Bearer,
             AuthType::Basic,
+            AuthType::Headers,
         ],
         requires_connection: false,
         default_base_url: "",

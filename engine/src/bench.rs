@@ -124,6 +124,11 @@ pub async fn run(options: BenchOptions) -> Result<Vec<Row>, BenchError> {
         });
     }
     let db = service::connect_db(&database_url).await.map_err(setup)?;
+    // Runs are started through the API as a client would, with an operator's token.
+    let (_, issued) = crate::auth::bootstrap(&db, "default", "bench")
+        .await
+        .map_err(setup)?;
+    let api = api.with_token(Some(issued.token.to_string()));
     let ws = store::default_workspace();
     let url = format!("http://{noop}/noop");
 

@@ -2,7 +2,7 @@
 
 use std::io::{IsTerminal, Read, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -32,6 +32,25 @@ pub struct Remote {
         global = true
     )]
     pub url: String,
+    /// Bearer token (`sy_…`). Without one, the token `switchyard dev` wrote to
+    /// `.switchyard/admin-token` is used when that file exists.
+    #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+}
+
+impl Remote {
+    /// A client of the engine, with the caller's token.
+    pub fn client(&self) -> Client {
+        let token = self.token.clone().or_else(|| {
+            std::fs::read_to_string(
+                Path::new(crate::dev::DEFAULT_DATA_DIR).join(crate::dev::ADMIN_TOKEN_FILE),
+            )
+            .ok()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+        });
+        Client::new(&self.url).with_token(token)
+    }
 }
 
 /// The verbs.
@@ -61,7 +80,7 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         addr: SocketAddr,
         /// Where the SQLite file and the NATS store live.
-        #[arg(long, default_value = ".switchyard")]
+        #[arg(long, default_value = crate::dev::DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
         /// In-process workers.
         #[arg(long, default_value_t = 2)]
@@ -127,6 +146,22 @@ pub enum Command {
         /// Name in results and logs (default: a fresh unique name).
         #[arg(long)]
         worker_id: Option<String>,
+        /// The engine's database, to read the connections steps name. Without it (and a
+        /// master key) steps that name a connection fail, saying so.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: Option<String>,
+        /// The engine's master keys, to open connections' credentials (same format as for
+        /// `switchyard engine`).
+        #[arg(
+            long,
+            env = "SWITCHYARD_MASTER_KEY",
+            hide_env_values = true,
+            conflicts_with = "master_key_file"
+        )]
+        master_key: Option<MasterKeySpec>,
+        /// A file holding the master keys.
+        #[arg(long, env = "SWITCHYARD_MASTER_KEY_FILE")]
+        master_key_file: Option<PathBuf>,
     },
     /// Measure the engine on this machine (nats-server, engine, workers and a no-op HTTP
     /// endpoint, all local) and print a table.
@@ -187,6 +222,17 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Who the token belongs to, its role and workspace.
+    Whoami {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Administration with direct access to the engine's database.
+    Admin {
+        /// `bootstrap`.
+        #[command(subcommand)]
+        verb: AdminVerb,
+    },
     /// Store, list or delete secrets (webhook signing keys). Values are never shown.
     Secret {
         /// `set`, `list` or `delete`.
@@ -205,6 +251,25 @@ pub enum Command {
         id: Option<String>,
         #[command(flatten)]
         remote: Remote,
+    },
+}
+
+/// `switchyard admin …`.
+#[derive(Debug, Subcommand)]
+pub enum AdminVerb {
+    /// Create a workspace and its first admin if they are missing, and print a new token for
+    /// that admin. This is how a fresh `switchyard engine` deployment is first entered (there
+    /// is no default password), and the way back in when every admin token is lost.
+    Bootstrap {
+        /// The engine's database.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        /// Workspace name.
+        #[arg(long, default_value = "default")]
+        workspace: String,
+        /// The admin principal's name.
+        #[arg(long, default_value = "admin")]
+        name: String,
     },
 }
 
@@ -364,7 +429,7 @@ fn async_main(command: Command) -> ExitCode {
                     }
                 }
             }
-            Command::Worker { nats_url, queues, concurrency, ack_wait, heartbeat, worker_id } => {
+            Command::Worker { nats_url, queues, concurrency, ack_wait, heartbeat, worker_id, database_url, master_key, master_key_file } => {
                 let mut config = workers::WorkerConfig {
                     nats_url,
                     queues,
@@ -376,7 +441,27 @@ fn async_main(command: Command) -> ExitCode {
                 if let Some(id) = worker_id {
                     config.worker_id = id;
                 }
-                match workers::run(config, shutdown_signal()).await {
+                let keyring = match load_keyring(master_key, master_key_file.as_deref()) {
+                    Ok(k) => k,
+                    Err(e) => {
+                        eprintln!("switchyard worker: {e}");
+                        return ExitCode::from(USAGE);
+                    }
+                };
+                let access = match (database_url, keyring) {
+                    (Some(url), Some(keyring)) => match workers::ConnectionAccess::connect(&url, std::sync::Arc::new(keyring)).await {
+                        Ok(a) => Some(a),
+                        Err(e) => {
+                            eprintln!("switchyard worker: database: {e}");
+                            return ExitCode::from(FAILED);
+                        }
+                    },
+                    _ => {
+                        eprintln!("switchyard worker: no database URL and master key, so steps that name a connection will fail");
+                        None
+                    }
+                };
+                match workers::run_with(config, access, shutdown_signal()).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         eprintln!("switchyard worker: {e}");
@@ -406,7 +491,7 @@ fn async_main(command: Command) -> ExitCode {
             }
             Command::Runs { verb: RunsVerb::Show { id, remote } } => client_verb(show(&remote, &id).await),
             Command::Cancel { id, remote } => client_verb(
-                Client::new(&remote.url)
+                remote.client()
                     .post_json(&format!("/v1/runs/{id}/cancel"), &Value::Null, None)
                     .await
                     .map(|_| {
@@ -415,6 +500,16 @@ fn async_main(command: Command) -> ExitCode {
                     }),
             ),
             Command::Secret { verb } => client_verb(secret(verb).await),
+            Command::Whoami { remote } => client_verb(whoami(&remote).await),
+            Command::Admin { verb: AdminVerb::Bootstrap { database_url, workspace, name } } => {
+                match bootstrap(&database_url, &workspace, &name).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("switchyard admin bootstrap: {e}");
+                        ExitCode::from(FAILED)
+                    }
+                }
+            }
             Command::Emit { name, data, id, remote } => client_verb(emit(&remote, &name, &data, id).await),
             Command::Validate { .. } | Command::Schema | Command::Connectors { .. } => ExitCode::from(USAGE),
         }
@@ -482,7 +577,8 @@ async fn secret(verb: SecretVerb) -> Result<ExitCode, ClientError> {
                 ));
             }
             let body = serde_json::json!({ "value": trimmed });
-            let stored = Client::new(&remote.url)
+            let stored = remote
+                .client()
                 .put_json(&format!("/v1/secrets/{name}"), &body)
                 .await?;
             println!(
@@ -491,7 +587,7 @@ async fn secret(verb: SecretVerb) -> Result<ExitCode, ClientError> {
             );
         }
         SecretVerb::List { remote } => {
-            let list = Client::new(&remote.url).get("/v1/secrets").await?;
+            let list = remote.client().get("/v1/secrets").await?;
             for s in list["secrets"].as_array().into_iter().flatten() {
                 println!(
                     "{}\tupdated {}",
@@ -501,7 +597,8 @@ async fn secret(verb: SecretVerb) -> Result<ExitCode, ClientError> {
             }
         }
         SecretVerb::Delete { name, remote } => {
-            Client::new(&remote.url)
+            remote
+                .client()
                 .delete(&format!("/v1/secrets/{name}"))
                 .await?;
             println!("secret {name} deleted");
@@ -522,7 +619,8 @@ async fn emit(
     if let Some(id) = id {
         body["id"] = Value::String(id);
     }
-    let answer = Client::new(&remote.url)
+    let answer = remote
+        .client()
         .post_json(&format!("/v1/events/{name}"), &body, None)
         .await?;
     let duplicate = if answer["duplicate"] == true {
@@ -535,6 +633,31 @@ async fn emit(
         answer["id"].as_str().unwrap_or_default()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+async fn whoami(remote: &Remote) -> Result<ExitCode, ClientError> {
+    let me = remote.client().get("/v1/whoami").await?;
+    println!(
+        "{} ({}) is `{}` in workspace {}",
+        me["principal"].as_str().unwrap_or("?"),
+        me["kind"].as_str().unwrap_or("?"),
+        me["role"].as_str().unwrap_or("?"),
+        me["workspace_id"].as_str().unwrap_or("?"),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Migrates the database if needed, then bootstraps and prints the token on standard output
+/// (alone, so `SWITCHYARD_TOKEN=$(switchyard admin bootstrap)` works).
+async fn bootstrap(database_url: &str, workspace: &str, name: &str) -> anyhow::Result<()> {
+    let db = crate::service::connect_db(database_url).await?;
+    let (ws, issued) = crate::auth::bootstrap(&db, workspace, name).await?;
+    eprintln!(
+        "token {} for admin `{name}` of workspace `{}` ({}); it is shown only now",
+        issued.row.prefix, ws.name, ws.id
+    );
+    println!("{}", issued.token.as_str());
+    Ok(())
 }
 
 async fn apply(remote: &Remote, file: &PathBuf) -> Result<ExitCode, ClientError> {
@@ -550,7 +673,8 @@ async fn apply(remote: &Remote, file: &PathBuf) -> Result<ExitCode, ClientError>
             return Ok(ExitCode::from(FAILED));
         }
     };
-    let answer = Client::new(&remote.url)
+    let answer = remote
+        .client()
         .put_text(&format!("/v1/workflows/{}", wf.name), text)
         .await?;
     println!(
@@ -570,7 +694,7 @@ async fn start(
 ) -> Result<ExitCode, ClientError> {
     let input: Value = serde_json::from_str(input)
         .map_err(|e| ClientError::Usage(format!("--input is not JSON: {e}")))?;
-    let client = Client::new(&remote.url);
+    let client = remote.client();
     let answer = client
         .post_json(&format!("/v1/workflows/{workflow}/runs"), &input, key)
         .await?;
@@ -622,7 +746,7 @@ async fn list(
     if let Some(s) = status {
         path.push_str(&format!("&status={s}"));
     }
-    let answer = Client::new(&remote.url).get(&path).await?;
+    let answer = remote.client().get(&path).await?;
     for r in answer
         .get("runs")
         .and_then(Value::as_array)
@@ -642,9 +766,7 @@ async fn list(
 }
 
 async fn show(remote: &Remote, id: &str) -> Result<ExitCode, ClientError> {
-    let run = Client::new(&remote.url)
-        .get(&format!("/v1/runs/{id}"))
-        .await?;
+    let run = remote.client().get(&format!("/v1/runs/{id}")).await?;
     println!("{}", serde_json::to_string_pretty(&run).unwrap_or_default());
     Ok(ExitCode::SUCCESS)
 }

@@ -37,6 +37,7 @@ pub enum ClientError {
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    token: Option<zeroize::Zeroizing<String>>,
 }
 
 impl Client {
@@ -45,7 +46,14 @@ impl Client {
         Client {
             base: base.trim_end_matches('/').to_owned(),
             http: reqwest::Client::new(),
+            token: None,
         }
+    }
+
+    /// The same client, sending `Authorization: Bearer <token>` with every request.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token.map(zeroize::Zeroizing::new);
+        self
     }
 
     /// `GET path`.
@@ -98,7 +106,10 @@ impl Client {
         format!("{}{path}", self.base)
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, ClientError> {
+    async fn send(&self, mut req: reqwest::RequestBuilder) -> Result<Value, ClientError> {
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token.as_str());
+        }
         let response = req.send().await.map_err(|e| ClientError::Unreachable {
             url: self.base.clone(),
             message: e.to_string(),

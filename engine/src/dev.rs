@@ -11,6 +11,11 @@ use tokio::process::{Child, Command};
 
 use crate::service::{self, EngineConfig};
 
+/// Where `switchyard dev` keeps its files unless told otherwise.
+pub const DEFAULT_DATA_DIR: &str = ".switchyard";
+/// The file in the data dir holding the admin token `switchyard dev` made (mode 0600).
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
 /// Options of `switchyard dev`.
 #[derive(Debug, Clone)]
 pub struct DevOptions {
@@ -83,6 +88,30 @@ pub fn dev_keyring(data_dir: &Path) -> Result<crate::vault::Keyring, DevError> {
         }
         Err(e) => Err(fail(e.to_string())),
     }
+}
+
+/// Makes sure `path` holds a valid admin token of the `default` workspace: keeps the one there,
+/// or bootstraps a new one and writes it (mode 0600). Returns whether a new one was written.
+async fn dev_admin_token(db: &sea_orm::DatabaseConnection, path: &Path) -> Result<bool, DevError> {
+    let fail = |why: String| DevError::DataDir {
+        path: path.to_owned(),
+        source: std::io::Error::other(why),
+    };
+    if let Ok(text) = std::fs::read_to_string(path) {
+        let text = zeroize::Zeroizing::new(text);
+        if crate::auth::authenticate(db, text.trim(), chrono::Utc::now())
+            .await
+            .is_ok()
+        {
+            return Ok(false);
+        }
+        std::fs::remove_file(path).map_err(|e| fail(e.to_string()))?;
+    }
+    let (_, issued) = crate::auth::bootstrap(db, "default", "admin")
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    write_private(path, issued.token.as_bytes()).map_err(|e| fail(e.to_string()))?;
+    Ok(true)
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -232,6 +261,25 @@ pub async fn run(
         apply_dir(&database_url, dir).await?;
     }
 
+    let keyring = std::sync::Arc::new(keyring);
+    // The workers read connections from the same database (migrated here, before they start).
+    let access = workers::ConnectionAccess {
+        db: service::connect_db(&database_url)
+            .await
+            .map_err(|e| DevError::Engine(service::EngineError::Db(e)))?,
+        keyring: keyring.clone(),
+    };
+    let token_path = data_dir.join(ADMIN_TOKEN_FILE);
+    if dev_admin_token(&access.db, &token_path).await? {
+        let token =
+            zeroize::Zeroizing::new(std::fs::read_to_string(&token_path).unwrap_or_default());
+        eprintln!(
+            "switchyard dev: admin token of the `default` workspace: {}\n  (written to {}; client \
+             verbs run from this directory read it, elsewhere set SWITCHYARD_TOKEN)",
+            token.as_str(),
+            token_path.display()
+        );
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut workers = Vec::new();
     for i in 0..options.workers {
@@ -241,11 +289,12 @@ pub async fn run(
             ..Default::default()
         };
         let mut rx = stop_rx.clone();
+        let access = access.clone();
         workers.push(tokio::spawn(async move {
             let stop = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
-            if let Err(e) = workers::run(config, stop).await {
+            if let Err(e) = workers::run_with(config, Some(access), stop).await {
                 tracing::error!(error = %e, "worker stopped");
             }
         }));
@@ -256,7 +305,7 @@ pub async fn run(
             nats_url: nats.url.clone(),
             database_url,
             listen: options.addr,
-            keyring: Some(std::sync::Arc::new(keyring)),
+            keyring: Some(keyring),
             ..Default::default()
         },
         async move {

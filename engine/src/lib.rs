@@ -9,6 +9,8 @@
 //! - [`retry`]: whether and when a failed attempt runs again (policy, `Retry-After`).
 //! - [`topology`]: JetStream streams and the shared results consumer.
 //! - [`triggers`]: what starts runs from outside: signed webhooks, events, schedules.
+//! - [`auth`]: principals, bearer tokens and the role each API route needs.
+//! - [`connections`]: accounts on external systems; credentials sealed, resolved by workers.
 //! - [`vault`] and [`secrets`]: secrets sealed with envelope encryption, opened only in memory.
 //! - [`starter`]: concurrent run starts committed in batches.
 //! - [`service`]: the engine process: relay, results loop, scheduler, HTTP API ([`api`]).
@@ -23,9 +25,11 @@
 //! → [`planner::plan`] → more outbox rows, until the run finishes.
 
 pub mod api;
+pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod connections;
 pub mod dev;
 pub mod planner;
 pub mod progress;
@@ -36,4 +40,5 @@ pub mod starter;
 pub mod store;
 pub mod topology;
 pub mod triggers;
-pub mod vault;
+
+pub use workers::vault;

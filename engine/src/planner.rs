@@ -353,6 +353,7 @@ pub fn run_depth(trigger: &Value) -> u32 {
 
 fn invalid(message: String) -> StepError {
     StepError {
+        http_status: None,
         code: ErrorCode::InvalidInput,
         message,
         retry_after_ms: None,
@@ -439,6 +440,7 @@ fn start_step(step: &Step, steps: &HashMap<String, StepState>, base: &Scope) -> 
                 step_id: step.id.clone(),
                 item_index: None,
                 error: StepError {
+                    http_status: None,
                     code: ErrorCode::EventDepthExceeded,
                     message: format!(
                         "emitting `{}` would start a chain of event-triggered runs deeper than {MAX_EVENT_DEPTH}; \

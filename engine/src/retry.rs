@@ -73,6 +73,7 @@ mod tests {
 
     fn error(code: ErrorCode, retry_after_ms: Option<u64>) -> StepError {
         StepError {
+            http_status: None,
             code,
             message: String::new(),
             retry_after_ms,

@@ -137,6 +137,8 @@ pub struct Shared {
     pub starter: Starter,
     /// Sealed secrets read recently.
     pub secrets: Arc<crate::secrets::SealedCache>,
+    /// When each token's use was last written.
+    pub token_use: Arc<crate::auth::TokenUse>,
 }
 
 /// Connects to a database and brings its schema up to date.
@@ -200,6 +202,7 @@ pub async fn run(
         hooks: Arc::new(Rejections::default()),
         starter,
         secrets: Arc::default(),
+        token_use: Arc::default(),
     };
     let relay = tokio::spawn(relay_loop(shared.clone(), js.clone(), stop_rx.clone()));
     let events = tokio::spawn(crate::triggers::events::consume(

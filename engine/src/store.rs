@@ -373,12 +373,14 @@ pub async fn start_runs(
     let mut duplicates = Vec::new();
     for (i, row, workflow) in rows {
         if inserted.contains(&row.id) {
-            let mut work = RunWork::new_run(row, workflow);
-            work::advance(&mut work, &mut writes, now);
-            works.push(work);
+            works.push(RunWork::new_run(row, workflow));
         } else {
             duplicates.push((i, row));
         }
+    }
+    work::resolve_connections(&tx, works.iter_mut()).await?;
+    for work in &mut works {
+        work::advance(work, &mut writes, now);
     }
     work::flush(&tx, works.iter(), writes).await?;
     tx.commit().await?;
@@ -607,6 +609,7 @@ pub async fn tick(
             _ => {
                 // The attempt never reported back: count it as a timeout.
                 let error = StepError {
+                    http_status: None,
                     code: ErrorCode::Timeout,
                     message:
                         "no result before the attempt's deadline; the attempt is presumed lost"
@@ -635,7 +638,16 @@ pub async fn tick(
                 m.due_at = Some(work::lost_after(Some(step), now));
             });
             if let Some(row) = work.row(&stale.step_id, stale.item_index) {
-                work::dispatch(&mut writes, &work.run, &workflow, step, row, now);
+                let connection = work.connection_of(step);
+                work::dispatch(
+                    &mut writes,
+                    &work.run,
+                    &workflow,
+                    step,
+                    row,
+                    connection,
+                    now,
+                );
             }
         }
         changed.insert(stale.run_id);

@@ -123,6 +123,9 @@ pub struct StepError {
     /// When the provider said when to come back, in milliseconds from `finished_at`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
+    /// The external system's HTTP status, when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
 }
 
 /// How an attempt ended.
@@ -236,6 +239,7 @@ mod tests {
     fn result_outcome_is_tagged_by_status() {
         let outcome = Outcome::Failed {
             error: StepError {
+                http_status: None,
                 code: ErrorCode::RateLimited,
                 message: "slow down".into(),
                 retry_after_ms: Some(1_000),

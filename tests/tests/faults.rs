@@ -75,7 +75,7 @@ async fn an_engine_killed_between_commit_and_publish_leaves_its_steps_to_the_nex
     let nats = switchyard_tests::NatsServer::start().await?;
     let db = switchyard_tests::TestDatabase::new(Backend::Postgres).await?;
     let (mut first, api) = spawn_engine_process(&nats.url(), db.url()).await?;
-    let api = Api::new(api);
+    let api = Api::new(api, db.url()).await?;
     api.apply(&format!(
         "name: orphan\nsteps:\n  - {{ id: call, action: http.request, with: {{ url: \"http://{fake_addr}/ok\" }} }}\n"
     ))
@@ -96,7 +96,10 @@ async fn an_engine_killed_between_commit_and_publish_leaves_its_steps_to_the_nex
     // its relay sends what the first engine left in the outbox.
     let _worker = spawn_worker_process(&nats.url(), "replacement")?;
     let (_second, api) = spawn_engine_process(&nats.url(), db.url()).await?;
-    let run = Api::new(api).finished(&run_id, WAIT).await?;
+    let run = Api::new(api, db.url())
+        .await?
+        .finished(&run_id, WAIT)
+        .await?;
     assert_eq!(run["status"], "succeeded", "{run:#}");
     assert_eq!(fake.hits.load(Ordering::SeqCst), 1);
     assert!(engine::store::unsent(&conn, 10).await?.is_empty());
@@ -244,7 +247,10 @@ async fn two_engine_processes_and_three_worker_processes_record_every_step_once(
         .into_iter()
         .map(|id| spawn_worker_process(&nats.url(), id))
         .collect::<Result<Vec<_>>>()?;
-    let (first, second) = (Api::new(first), Api::new(second));
+    let (first, second) = (
+        Api::new(first, db.url()).await?,
+        Api::new(second, db.url()).await?,
+    );
     first
         .apply(&format!(
             "name: shared\nsteps:\n  - {{ id: a, action: http.request, with: {{ url: \"http://{fake_addr}/ok\" }} }}\n  - {{ id: fan, needs: [a], for_each: [1, 2, 3, 4, 5], action: http.request, with: {{ url: \"http://{fake_addr}/ok\" }} }}\n  - {{ id: z, needs: [fan], action: http.request, with: {{ url: \"http://{fake_addr}/ok\" }} }}\n"

@@ -10,8 +10,8 @@ use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use schemas::db::DEFAULT_WORKSPACE_ID;
 use schemas::db::entities::step_instance::NO_ITEM;
 use schemas::db::entities::{
-    AttemptStatus, RunStatus, StepStatus, attempt, event, outbox, run, schedule_state, secret,
-    step_instance, workflow_version, workspace,
+    AttemptStatus, RunStatus, StepStatus, api_token, attempt, connection, event, outbox, principal,
+    run, schedule_state, secret, step_instance, workflow_version, workspace,
 };
 use schemas::db::migration::Migrator;
 use sea_orm::{
@@ -25,7 +25,7 @@ use switchyard_tests::{TestDatabase, for_each_backend};
 use uuid::Uuid;
 
 /// Every index the migrations name, by table.
-const INDEXES: [(&str, &str); 11] = [
+const INDEXES: [(&str, &str); 15] = [
     ("workflow_versions", "ux_workflow_versions_name_version"),
     ("runs", "ux_runs_idempotency"),
     ("runs", "ix_runs_status"),
@@ -37,10 +37,19 @@ const INDEXES: [(&str, &str); 11] = [
     ("attempts", "ix_attempts_run"),
     ("outbox", "ix_outbox_unsent"),
     ("secrets", "ux_secrets_name"),
+    ("connections", "ux_connections_name"),
+    ("principals", "ux_principals_name"),
+    ("api_tokens", "ux_api_tokens_digest"),
+    ("api_tokens", "ix_api_tokens_principal"),
 ];
 
 /// Every migration, in order.
-const MIGRATIONS: [&str; 2] = ["m20261125_000001_initial", "m20261125_000002_triggers"];
+const MIGRATIONS: [&str; 4] = [
+    "m20261125_000001_initial",
+    "m20261125_000002_triggers",
+    "m20261125_000003_connections",
+    "m20261201_000004_principals",
+];
 
 /// Now, to the microsecond: PostgreSQL keeps no finer, so a value with nanoseconds would not
 /// read back equal.
@@ -268,6 +277,9 @@ async fn every_entity_has_a_table_with_exactly_its_columns_and_indexes() -> Resu
         assert_matches_entity::<event::Entity>(&conn).await?;
         assert_matches_entity::<secret::Entity>(&conn).await?;
         assert_matches_entity::<schedule_state::Entity>(&conn).await?;
+        assert_matches_entity::<connection::Entity>(&conn).await?;
+        assert_matches_entity::<principal::Entity>(&conn).await?;
+        assert_matches_entity::<api_token::Entity>(&conn).await?;
 
         let manager = SchemaManager::new(&conn);
         for (table, index) in INDEXES {
@@ -495,6 +507,9 @@ async fn rolling_back_then_migrating_again_gives_an_empty_schema() -> Result<()>
             "events",
             "secrets",
             "schedule_states",
+            "connections",
+            "principals",
+            "api_tokens",
         ] {
             ensure!(
                 !manager.has_table(table).await?,

@@ -155,7 +155,7 @@ async fn missed_fire_times_follow_the_catch_up_policy_after_downtime() -> Result
 
     // Start again: an engine process, on the same database.
     let (_engine, url) = spawn_engine_process(&stack.nats.url(), stack.db.url()).await?;
-    let api = Api::new(url);
+    let api = Api::new(url, stack.db.url()).await?;
     wait_until(
         || async {
             Ok::<bool, anyhow::Error>(

@@ -14,6 +14,10 @@
 //!   that connection (or host) for every worker, via the `SY_HOLDS` stream.
 //! - `events`: everything the worker logs, one struct per event, never inputs or outputs.
 //! - [`error`]: [`WorkerError`], why a worker could not start.
+//! - [`vault`]: envelope encryption of stored secrets (shared with the engine, which seals
+//!   what workers open).
+//! - `credentials`: a step's connection, read from the database and opened in memory for one
+//!   call; a revoked or missing connection fails the step before any external call.
 //!
 //! ```text
 //!  SY_STEPS ──pull (≤ free slots)──▶ step task ──connectors::execute──▶ external API
@@ -29,13 +33,16 @@
 
 pub mod config;
 pub mod error;
+pub mod vault;
 
 mod cancel;
+mod credentials;
 mod events;
 mod holds;
 mod runtime;
 mod step;
 
 pub use config::{ConfigError, WorkerConfig};
+pub use credentials::{ConnectionAccess, KIND as CONNECTION_KIND, aad as connection_aad};
 pub use error::WorkerError;
-pub use runtime::run;
+pub use runtime::{run, run_with};

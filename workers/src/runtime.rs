@@ -12,6 +12,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::cancel::{self, Cancellations};
 use crate::config::WorkerConfig;
+use crate::credentials::ConnectionAccess;
 use crate::error::WorkerError;
 use crate::{events, step};
 
@@ -41,6 +42,8 @@ pub(crate) struct Shared {
     pub js: jetstream::Context,
     pub config: WorkerConfig,
     pub cancellations: Arc<Cancellations>,
+    /// Steps' connections, read and opened per step.
+    pub connections: crate::credentials::Resolver,
     /// How many steps are running; shutdown waits for zero.
     running: watch::Sender<usize>,
 }
@@ -87,6 +90,16 @@ pub async fn run(
     config: WorkerConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), WorkerError> {
+    run_with(config, None, shutdown).await
+}
+
+/// [`run`], able to run steps that name a connection: `access` reads connections from the
+/// database and opens their credentials. Without it such steps fail with `internal`, saying so.
+pub async fn run_with(
+    config: WorkerConfig,
+    access: Option<ConnectionAccess>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), WorkerError> {
     config.validate()?;
     // Retrying the first connection lets workers start before NATS does (as pods do); only a
     // URL or option that can never work is an error.
@@ -117,6 +130,7 @@ pub async fn run(
         client: client.clone(),
         config,
         cancellations,
+        connections: crate::credentials::Resolver::new(access),
         running: watch::channel(0).0,
     });
     let holds_follower = tokio::spawn(shared.holds.follower());

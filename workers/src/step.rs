@@ -291,12 +291,17 @@ async fn execute(
         );
     };
     let timeout = Duration::from_millis(step.timeout_ms);
+    let credential = match shared.connections.resolve(step).await {
+        Ok(c) => c,
+        Err((code, message)) => return failed(code, message, None),
+    };
     let ctx = connectors::ActionContext {
         timeout,
         idempotency_key: Some(step.idempotency_key.clone()),
         traceparent,
         max_response_bytes: shared.config.max_response_bytes,
         http: shared.http.clone(),
+        credential: credential.clone(),
     };
     // The input is not needed after the call; the result does not repeat it.
     let input = std::mem::take(&mut step.input);
@@ -307,9 +312,27 @@ async fn execute(
             () = cancel.cancelled() => None,
         }
     };
+    // A provider may echo the request back: nothing the connection holds leaves in a result.
+    let secrets = credential
+        .as_deref()
+        .map(connectors::Credential::secret_values)
+        .unwrap_or_default();
     match with_heartbeat(msg, heartbeat, work).await {
-        Some(Ok(Ok(output))) => Outcome::Succeeded { output },
-        Some(Ok(Err(error))) => failed(error.code, error.message, error.retry_after),
+        Some(Ok(Ok(mut output))) => {
+            connectors::credential::scrub(&mut output, &secrets);
+            Outcome::Succeeded { output }
+        }
+        Some(Ok(Err(error))) => {
+            let mut outcome = failed(
+                error.code,
+                connectors::credential::scrub_text(&error.message, &secrets),
+                error.retry_after,
+            );
+            if let Outcome::Failed { error: e } = &mut outcome {
+                e.http_status = error.status;
+            }
+            outcome
+        }
         Some(Err(_elapsed)) => failed(
             ErrorCode::Timeout,
             format!(
@@ -430,6 +453,7 @@ fn encode(result: &mut StepResult, max_payload: usize) -> Result<Vec<u8>, serde_
 fn failed(code: ErrorCode, message: String, retry_after: Option<Duration>) -> Outcome {
     Outcome::Failed {
         error: StepError {
+            http_status: None,
             code,
             message,
             retry_after_ms: retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),

@@ -68,7 +68,7 @@ const CLIENT_HEADERS: [&str; 5] = [
 pub async fn execute(ctx: &ActionContext, input: &Value) -> Result<Value, ActionError> {
     let Input {
         method,
-        url,
+        mut url,
         mut headers,
         body,
         expect,
@@ -76,6 +76,16 @@ pub async fn execute(ctx: &ActionContext, input: &Value) -> Result<Value, Action
         idempotency,
     } = Input::parse(input)?;
     let secrets = secrets_of(&url, &headers);
+    if let Some(credential) = &ctx.credential {
+        for name in credential.header_names() {
+            if headers.contains_key(name.as_str()) {
+                return Err(ActionError::invalid_input(
+                    "headers",
+                    format!("`{name}` is set by the step's connection; leave it out of `headers`"),
+                ));
+            }
+        }
+    }
     if idempotency {
         let key = ctx.idempotency_key.as_deref().ok_or_else(|| {
             ActionError::new(
@@ -101,11 +111,17 @@ pub async fn execute(ctx: &ActionContext, input: &Value) -> Result<Value, Action
         None => url.host_str().unwrap_or_default().to_owned(),
     };
     let timeout = timeout.map_or(ctx.timeout, |t| t.min(ctx.timeout));
+    if let Some(credential) = &ctx.credential {
+        credential.apply_to_url(&mut url);
+    }
     let mut request = ctx
         .http
         .request(method, url)
         .headers(headers)
         .timeout(timeout);
+    if let Some(credential) = &ctx.credential {
+        request = credential.apply(request);
+    }
     request = match body {
         Body::Empty => request,
         Body::Json(value) => request.json(&value),

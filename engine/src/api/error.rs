@@ -17,6 +17,8 @@ pub enum ApiErrorCode {
     InvalidDefinition,
     /// The request's credentials or signature are missing or wrong.
     Unauthorized,
+    /// The caller is authenticated but its role does not allow this.
+    Forbidden,
     /// The thing named does not exist (in the caller's workspace).
     NotFound,
     /// The request conflicts with current state (e.g. cancelling a finished run).
@@ -38,6 +40,7 @@ impl ApiErrorCode {
             ApiErrorCode::InvalidInput => StatusCode::BAD_REQUEST,
             ApiErrorCode::InvalidDefinition => StatusCode::UNPROCESSABLE_ENTITY,
             ApiErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ApiErrorCode::NotFound => StatusCode::NOT_FOUND,
             ApiErrorCode::Conflict => StatusCode::CONFLICT,
             ApiErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -140,6 +143,12 @@ impl IntoResponse for ApiError {
             "error": { "code": self.code, "message": self.message, "details": self.details }
         });
         let mut response = (self.code.status(), Json(body)).into_response();
+        if self.code == ApiErrorCode::Unauthorized {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
         if let Some(secs) = self.retry_after {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,

@@ -4,6 +4,7 @@
 //! caller is in the `default` workspace.
 
 pub mod error;
+mod principals;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -21,6 +22,8 @@ use uuid::Uuid;
 
 pub use error::{ApiError, ApiErrorCode};
 
+use crate::auth::{Admin, Auth, Author, Operator, Viewer};
+use crate::connections::ConnectionError;
 use crate::secrets::{self, SecretError, SecretInfo};
 use crate::service::Shared;
 use crate::store::{self, StoreError};
@@ -47,6 +50,33 @@ pub fn router(shared: Shared) -> Router {
             post(crate::triggers::webhook::receive),
         )
         .route("/v1/events/{name}", post(publish_event))
+        .route(
+            "/v1/connections",
+            post(create_connection).get(list_connections),
+        )
+        .route(
+            "/v1/connections/{name}",
+            get(get_connection).delete(revoke_connection),
+        )
+        .route("/v1/connections/{name}/credentials", put(rotate_connection))
+        .route("/v1/whoami", get(principals::whoami))
+        .route(
+            "/v1/principals",
+            post(principals::create).get(principals::list),
+        )
+        .route(
+            "/v1/principals/{name}",
+            get(principals::get).delete(principals::delete),
+        )
+        .route(
+            "/v1/principals/{name}/tokens",
+            post(principals::issue_token).get(principals::list_tokens_of),
+        )
+        .route("/v1/tokens", get(principals::list_tokens))
+        .route(
+            "/v1/tokens/{id}",
+            axum::routing::delete(principals::revoke_token),
+        )
         .route("/v1/secrets", get(list_secrets))
         .route("/v1/secrets/{name}", put(put_secret).delete(delete_secret))
         .route("/metrics", get(metrics))
@@ -94,6 +124,7 @@ async fn openapi() -> impl IntoResponse {
 
 async fn put_workflow(
     State(s): State<Shared>,
+    Auth(caller, ..): Auth<Author>,
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -131,8 +162,30 @@ async fn put_workflow(
             ),
         }]));
     }
+    let governed = crate::connections::check_workflow(
+        &s.db,
+        &Registry::builtin(),
+        caller.workspace_id,
+        &workflow,
+    )
+    .await?;
+    if !governed.is_empty() {
+        let doc = schemas::source::parse(text).ok();
+        return Err(problems_json(
+            governed
+                .into_iter()
+                .map(|(path, message)| schemas::validate::Problem {
+                    pos: doc
+                        .as_ref()
+                        .map_or(schemas::source::Pos::START, |d| d.pos(&path)),
+                    path,
+                    message,
+                })
+                .collect(),
+        ));
+    }
     let (version, created) =
-        store::put_workflow(&s.db, store::default_workspace(), &workflow, text).await?;
+        store::put_workflow(&s.db, caller.workspace_id, &workflow, text).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -141,8 +194,11 @@ async fn put_workflow(
     Ok((status, Json(json!({ "name": name, "version": version }))))
 }
 
-async fn list_workflows(State(s): State<Shared>) -> Result<Json<Value>, ApiError> {
-    let rows = store::list_workflows(&s.db, store::default_workspace()).await?;
+async fn list_workflows(
+    State(s): State<Shared>,
+    Auth(caller, ..): Auth<Viewer>,
+) -> Result<Json<Value>, ApiError> {
+    let rows = store::list_workflows(&s.db, caller.workspace_id).await?;
     let list: Vec<Value> = rows
         .into_iter()
         .map(|w| {
@@ -165,11 +221,12 @@ struct VersionQuery {
 
 async fn get_workflow(
     State(s): State<Shared>,
+    Auth(caller, ..): Auth<Viewer>,
     Path(name): Path<String>,
     q: Result<Query<VersionQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = q?;
-    let row = store::get_workflow(&s.db, store::default_workspace(), &name, q.version)
+    let row = store::get_workflow(&s.db, caller.workspace_id, &name, q.version)
         .await?
         .ok_or_else(|| match q.version {
             Some(v) => ApiError::not_found(format!("workflow `{name}` version {v}")),
@@ -178,7 +235,7 @@ async fn get_workflow(
     let workflow = s.definitions.parse(&row)?;
     let triggers = crate::triggers::scheduler::describe(
         &s,
-        store::default_workspace(),
+        caller.workspace_id,
         &name,
         &workflow.triggers,
         chrono::Utc::now(),
@@ -198,6 +255,7 @@ async fn get_workflow(
 /// committed with whatever other starts arrived at the same moment.
 async fn start_run(
     State(s): State<Shared>,
+    Auth(caller, ..): Auth<Operator>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -230,7 +288,7 @@ async fn start_run(
         }
     };
     let trigger = json!({ "kind": "api", "body": input.clone() });
-    let workspace_id = store::default_workspace();
+    let workspace_id = caller.workspace_id;
     let (version, workflow) = s
         .definitions
         .latest(&s.db, workspace_id, &name)
@@ -332,9 +390,13 @@ pub fn run_json(
     })
 }
 
-async fn get_run(State(s): State<Shared>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn get_run(
+    State(s): State<Shared>,
+    Auth(caller, ..): Auth<Viewer>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let run_id = parse_run_id(&id)?;
-    let (run, steps, attempts) = store::get_run(&s.db, store::default_workspace(), run_id)
+    let (run, steps, attempts) = store::get_run(&s.db, caller.workspace_id, run_id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("run {run_id}")))?;
     Ok(Json(run_json(&run, &steps, &attempts)))
@@ -351,6 +413,7 @@ struct RunsQuery {
 
 async fn list_runs(
     State(s): State<Shared>,
+    Auth(caller, ..): Auth<Viewer>,
     q: Result<Query<RunsQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = q?;
@@ -377,7 +440,7 @@ async fn list_runs(
     let limit = q.limit.unwrap_or(50).clamp(1, MAX_PAGE);
     let runs = store::list_runs(
         &s.db,
-        store::default_workspace(),
+        caller.workspace_id,
         q.workflow.as_deref(),
         status,
         cursor,
@@ -407,10 +470,11 @@ async fn list_runs(
 
 async fn cancel_run(
     State(s): State<Shared>,
+    Auth(caller, ..): Auth<Operator>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let run_id = parse_run_id(&id)?;
-    store::cancel_run(&s.db, &s.definitions, store::default_workspace(), run_id).await?;
+    store::cancel_run(&s.db, &s.definitions, caller.workspace_id, run_id).await?;
     // Workers that have not started the run's steps refuse them; results that still arrive
     // are fenced out by the run's terminal status. Best effort: the database already decided.
     if let Err(e) = s
@@ -438,6 +502,7 @@ struct EventBody {
 
 async fn publish_event(
     State(s): State<Shared>,
+    Auth(caller, ..): Auth<Operator>,
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -479,12 +544,12 @@ async fn publish_event(
     }
     let published = crate::triggers::events::publish(
         &s.db,
-        store::default_workspace(),
+        caller.workspace_id,
         &name,
         event.id,
         event.data,
         schemas::envelope::Provenance::Api {
-            principal: "anonymous".into(),
+            principal: caller.name.clone(),
         },
     )
     .await?;
@@ -539,6 +604,7 @@ impl std::fmt::Debug for SecretBody {
 
 async fn put_secret(
     State(s): State<Shared>,
+    Auth(caller, ..): Auth<Admin>,
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -555,12 +621,12 @@ async fn put_secret(
     let (info, created) = secrets::put(
         &s.db,
         s.keyring.as_deref(),
-        store::default_workspace(),
+        caller.workspace_id,
         &name,
         &value,
     )
     .await?;
-    s.secrets.forget(store::default_workspace(), &name);
+    s.secrets.forget(caller.workspace_id, &name);
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -569,8 +635,11 @@ async fn put_secret(
     Ok((status, Json(secret_json(&info))))
 }
 
-async fn list_secrets(State(s): State<Shared>) -> Result<Json<Value>, ApiError> {
-    let list = secrets::list(&s.db, store::default_workspace()).await?;
+async fn list_secrets(
+    State(s): State<Shared>,
+    Auth(caller, ..): Auth<Viewer>,
+) -> Result<Json<Value>, ApiError> {
+    let list = secrets::list(&s.db, caller.workspace_id).await?;
     Ok(Json(
         json!({ "secrets": list.iter().map(secret_json).collect::<Vec<_>>() }),
     ))
@@ -578,10 +647,11 @@ async fn list_secrets(State(s): State<Shared>) -> Result<Json<Value>, ApiError> 
 
 async fn delete_secret(
     State(s): State<Shared>,
+    Auth(caller, ..): Auth<Admin>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let deleted = secrets::delete(&s.db, store::default_workspace(), &name).await?;
-    s.secrets.forget(store::default_workspace(), &name);
+    let deleted = secrets::delete(&s.db, caller.workspace_id, &name).await?;
+    s.secrets.forget(caller.workspace_id, &name);
     if deleted {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -627,4 +697,119 @@ async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
         )],
         out,
     )
+}
+
+impl From<ConnectionError> for ApiError {
+    fn from(e: ConnectionError) -> Self {
+        match e {
+            ConnectionError::Invalid(m) => ApiError::new(ApiErrorCode::InvalidInput, m),
+            ConnectionError::NotFound(name) => ApiError::not_found(format!("connection `{name}`")),
+            ConnectionError::Exists(_) => ApiError::new(ApiErrorCode::Conflict, e.to_string()),
+            ConnectionError::NoKeyring => ApiError::new(ApiErrorCode::Unavailable, e.to_string()),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+/// The request body of a connection call. `auth` is read as any JSON value, so serde's
+/// messages (a field name, a line and column, a type) never quote a secret from it.
+pub(crate) fn parse_secret_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    shape: &str,
+) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            ApiErrorCode::InvalidInput,
+            format!("the body must be {shape}: {e}"),
+        )
+    })
+}
+
+async fn connection_json(
+    s: &Shared,
+    row: &schemas::db::entities::connection::Model,
+) -> Result<Value, ApiError> {
+    let workflows = s.definitions.all_latest(&s.db, row.workspace_id).await?;
+    let used_by = crate::connections::used_by(&workflows, &row.name);
+    Ok(crate::connections::view(row, &used_by))
+}
+
+async fn create_connection(
+    State(s): State<Shared>,
+    Auth(caller, ..): Auth<Admin>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let body = body?;
+    let new: crate::connections::NewConnection = parse_secret_body(
+        &body,
+        "a JSON object `{\"name\", \"connector\", \"auth\": {\"type\", …}, \"scopes\"?}`",
+    )?;
+    let row = crate::connections::create(
+        &s.db,
+        s.keyring.as_deref(),
+        &Registry::builtin(),
+        caller.workspace_id,
+        new,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(connection_json(&s, &row).await?)))
+}
+
+async fn list_connections(
+    State(s): State<Shared>,
+    Auth(caller, ..): Auth<Viewer>,
+) -> Result<Json<Value>, ApiError> {
+    let rows = crate::connections::list(&s.db, caller.workspace_id).await?;
+    let workflows = s.definitions.all_latest(&s.db, caller.workspace_id).await?;
+    let list: Vec<Value> = rows
+        .iter()
+        .map(|r| crate::connections::view(r, &crate::connections::used_by(&workflows, &r.name)))
+        .collect();
+    Ok(Json(json!({ "connections": list })))
+}
+
+async fn get_connection(
+    State(s): State<Shared>,
+    Auth(caller, ..): Auth<Viewer>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let row = crate::connections::find(&s.db, caller.workspace_id, &name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("connection `{name}`")))?;
+    Ok(Json(connection_json(&s, &row).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateBody {
+    auth: Value,
+}
+
+async fn rotate_connection(
+    State(s): State<Shared>,
+    Auth(caller, ..): Auth<Admin>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body?;
+    let rotate: RotateBody = parse_secret_body(&body, "a JSON object `{\"auth\": {\"type\", …}}`")?;
+    let row = crate::connections::rotate(
+        &s.db,
+        s.keyring.as_deref(),
+        &Registry::builtin(),
+        caller.workspace_id,
+        &name,
+        &rotate.auth,
+    )
+    .await?;
+    Ok(Json(connection_json(&s, &row).await?))
+}
+
+async fn revoke_connection(
+    State(s): State<Shared>,
+    Auth(caller, ..): Auth<Admin>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let row = crate::connections::revoke(&s.db, caller.workspace_id, &name).await?;
+    Ok(Json(connection_json(&s, &row).await?))
 }

@@ -242,6 +242,7 @@ fn emit_steps_complete_in_the_engine() {
 fn a_failed_step_fails_the_run_and_starts_nothing_else() {
     let wf = workflow(DIAMOND);
     let error = StepError {
+        http_status: None,
         code: ErrorCode::InvalidInput,
         message: "bad".into(),
         retry_after_ms: None,

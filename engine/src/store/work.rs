@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use schemas::db::entities::step_instance::NO_ITEM;
 use schemas::db::entities::{RunStatus, StepStatus};
-use schemas::db::entities::{attempt, event, outbox, run, step_instance, workflow_version};
+use schemas::db::entities::{
+    attempt, connection, event, outbox, run, step_instance, workflow_version,
+};
 use schemas::definition::{Step, Workflow};
 use schemas::envelope::{
     ENVELOPE_VERSION, ErrorCode, EventEnvelope, Provenance, StepError, StepMessage,
@@ -177,17 +179,29 @@ struct Finish {
 pub(crate) struct RunWork {
     pub run: run::Model,
     pub workflow: Arc<Workflow>,
+    /// Ids of the connections the definition names, by name (see [`resolve_connections`]).
+    pub connections: HashMap<String, Uuid>,
     rows: HashMap<(String, i32), step_instance::Model>,
     dirty: BTreeSet<(String, i32)>,
     finish: Option<Finish>,
 }
 
 impl RunWork {
+    /// The id of the connection `step` names. A name with no connection (deleted since the
+    /// definition was applied) gets the nil id, which no connection has: the worker fails the
+    /// step with `connection_revoked` before any request.
+    pub(crate) fn connection_of(&self, step: &Step) -> Option<Uuid> {
+        step.connection
+            .as_ref()
+            .map(|name| self.connections.get(name).copied().unwrap_or(Uuid::nil()))
+    }
+
     /// A run just inserted: it has no steps yet.
     pub(crate) fn new_run(run: run::Model, workflow: Arc<Workflow>) -> Self {
         RunWork {
             run,
             workflow,
+            connections: HashMap::new(),
             rows: HashMap::new(),
             dirty: BTreeSet::new(),
             finish: None,
@@ -328,6 +342,7 @@ fn step_state(row: &step_instance::Model) -> StepState {
                 .clone()
                 .and_then(|e| serde_json::from_value(e).ok())
                 .unwrap_or_else(|| StepError {
+                    http_status: None,
                     code: ErrorCode::Internal,
                     message: "failed".into(),
                     retry_after_ms: None,
@@ -418,13 +433,58 @@ pub(crate) async fn load_live_runs(
             RunWork {
                 run,
                 workflow,
+                connections: HashMap::new(),
                 rows,
                 dirty: BTreeSet::new(),
                 finish: None,
             },
         );
     }
+    resolve_connections(tx, works.values_mut()).await?;
     Ok(works)
+}
+
+/// Fills each run's [`RunWork::connections`] with one query for all of them, and none when
+/// no definition names a connection.
+pub(crate) async fn resolve_connections<'a, C: ConnectionTrait>(
+    db: &C,
+    works: impl IntoIterator<Item = &'a mut RunWork>,
+) -> Result<(), StoreError> {
+    let works: Vec<&mut RunWork> = works
+        .into_iter()
+        .filter(|w| w.workflow.steps.iter().any(|s| s.connection.is_some()))
+        .collect();
+    if works.is_empty() {
+        return Ok(());
+    }
+    let workspaces: BTreeSet<Uuid> = works.iter().map(|w| w.run.workspace_id).collect();
+    let names: BTreeSet<&str> = works
+        .iter()
+        .flat_map(|w| {
+            w.workflow
+                .steps
+                .iter()
+                .filter_map(|s| s.connection.as_deref())
+        })
+        .collect();
+    let rows: Vec<(Uuid, Uuid, String)> = connection::Entity::find()
+        .select_only()
+        .column(connection::Column::Id)
+        .column(connection::Column::WorkspaceId)
+        .column(connection::Column::Name)
+        .filter(connection::Column::WorkspaceId.is_in(workspaces))
+        .filter(connection::Column::Name.is_in(names))
+        .into_tuple()
+        .all(db)
+        .await?;
+    for work in works {
+        work.connections = rows
+            .iter()
+            .filter(|(_, ws, _)| *ws == work.run.workspace_id)
+            .map(|(id, _, name)| (name.clone(), *id))
+            .collect();
+    }
+    Ok(())
 }
 
 /// Writes everything the transition changed. Step rows go first: attempts refer to them.
@@ -543,7 +603,8 @@ pub(crate) fn advance(work: &mut RunWork, writes: &mut Writes, now: DateTime<Utc
                     m.due_at = Some(lost_after(step, now));
                 });
                 if let (Some(step), Some(row)) = (step, work.row(&step_id, index)) {
-                    dispatch(writes, &work.run, &workflow, step, row, now);
+                    let connection = work.connection_of(step);
+                    dispatch(writes, &work.run, &workflow, step, row, connection, now);
                 }
             }
             Decision::FanOut { step_id, items } => {
@@ -662,6 +723,7 @@ pub(crate) fn dispatch(
     workflow: &Workflow,
     step: &Step,
     row: &step_instance::Model,
+    connection_id: Option<Uuid>,
     now: DateTime<Utc>,
 ) {
     let timeout = step.timeout.map_or(DEFAULT_STEP_TIMEOUT, |t| t.get());
@@ -674,7 +736,7 @@ pub(crate) fn dispatch(
         item_index,
         attempt: u32::try_from(row.attempt).unwrap_or(1),
         action: step.action.clone().unwrap_or_default(),
-        connection_id: None,
+        connection_id,
         input: row.input.clone().unwrap_or(Value::Null),
         timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
         idempotency_key: match item_index {

@@ -231,6 +231,26 @@ pub fn spawn_worker_process(nats_url: &str, worker_id: &str) -> Result<tokio::pr
         .context("spawn worker")
 }
 
+/// A fresh admin token of the `default` workspace of the database at `url` (migrating it first
+/// if no engine has yet).
+pub async fn admin_token(database_url: &str) -> Result<String> {
+    let db = engine::service::connect_db(database_url).await?;
+    let (_, issued) = engine::auth::bootstrap(&db, "default", "admin").await?;
+    let _ = db.close().await;
+    Ok(issued.token.to_string())
+}
+
+/// An HTTP client that sends `Authorization: Bearer <token>` with every request.
+pub fn authed_client(token: &str) -> Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))?;
+    value.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?)
+}
+
 /// Starts an in-process engine that runs until `stop` says so.
 async fn start_engine(
     config: engine::service::EngineConfig,
@@ -258,6 +278,10 @@ pub struct Stack {
     pub stop: watch::Sender<bool>,
     pub nats: NatsServer,
     pub db: TestDatabase,
+    /// An admin token of the `default` workspace; `http` sends it.
+    pub token: String,
+    /// The master key of the stack's engine and workers.
+    pub keyring: Arc<engine::vault::Keyring>,
 }
 
 impl Stack {
@@ -280,22 +304,26 @@ impl Stack {
         let nats = NatsServer::start().await?;
         let db = TestDatabase::new(backend).await?;
         let (stop, stop_rx) = watch::channel(false);
+        let keyring = Arc::new(engine::vault::Keyring::generate()?.0);
         let mut config = engine::service::EngineConfig {
             nats_url: nats.url(),
             database_url: db.url().to_owned(),
             listen: "127.0.0.1:0".parse()?,
             schedule_tick: Duration::from_millis(200),
-            keyring: Some(Arc::new(engine::vault::Keyring::generate()?.0)),
+            keyring: Some(keyring.clone()),
             ..Default::default()
         };
         configure(&mut config);
         let addr = start_engine(config, stop_rx).await?;
+        let token = admin_token(db.url()).await?;
         let stack = Stack {
             api: format!("http://{addr}"),
-            http: reqwest::Client::new(),
+            http: authed_client(&token)?,
+            token,
             stop,
             nats,
             db,
+            keyring,
         };
         for _ in 0..workers {
             stack.spawn_worker(workers::WorkerConfig {
@@ -307,14 +335,24 @@ impl Stack {
         Ok(stack)
     }
 
-    /// Starts an in-process worker that stops with the stack.
+    /// Starts an in-process worker that stops with the stack; it reads connections from the
+    /// stack's database and opens them with the stack's master key.
     pub fn spawn_worker(&self, config: workers::WorkerConfig) {
         let mut rx = self.stop.subscribe();
+        let url = self.db.url().to_owned();
+        let keyring = self.keyring.clone();
         tokio::spawn(async move {
             let stopped = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
-            if let Err(e) = workers::run(config, stopped).await {
+            let access = match workers::ConnectionAccess::connect(&url, keyring).await {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("worker database: {e}");
+                    return;
+                }
+            };
+            if let Err(e) = workers::run_with(config, Some(access), stopped).await {
                 eprintln!("worker: {e}");
             }
         });
@@ -359,11 +397,13 @@ pub struct Api {
 }
 
 impl Api {
-    pub fn new(url: String) -> Self {
-        Api {
+    /// A client of the engine at `url` acting as an admin of the database's `default`
+    /// workspace.
+    pub async fn new(url: String, database_url: &str) -> Result<Self> {
+        Ok(Api {
             url,
-            http: reqwest::Client::new(),
-        }
+            http: authed_client(&admin_token(database_url).await?)?,
+        })
     }
 
     pub async fn apply(&self, yaml: &str) -> Result<Value> {

@@ -1,8 +1,11 @@
 //! One module per table.
 
+pub mod api_token;
 pub mod attempt;
+pub mod connection;
 pub mod event;
 pub mod outbox;
+pub mod principal;
 pub mod run;
 pub mod schedule_state;
 pub mod secret;

@@ -12,6 +12,8 @@ use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_initial;
 mod m20261125_000002_triggers;
+mod m20261125_000003_connections;
+mod m20261201_000004_principals;
 
 /// Key of the PostgreSQL advisory lock that serializes migrations between engine copies
 /// (the bytes of `"swyd.mig"`; any fixed value other software on the server does not use).
@@ -45,6 +47,8 @@ fn migrations() -> Vec<Box<dyn MigrationTrait>> {
     vec![
         Box::new(m20261125_000001_initial::Migration),
         Box::new(m20261125_000002_triggers::Migration),
+        Box::new(m20261125_000003_connections::Migration),
+        Box::new(m20261201_000004_principals::Migration),
     ]
 }
 

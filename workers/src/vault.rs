@@ -24,7 +24,7 @@
 //! seal or rewrap, far below the 2³² random-nonce limit of AES-GCM for any plausible deployment.
 //!
 //! ```
-//! use engine::vault::{Aad, Keyring, VaultError};
+//! use workers::vault::{Aad, Keyring, VaultError};
 //!
 //! # fn main() -> Result<(), VaultError> {
 //! let keyring = Keyring::parse("v1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")?;

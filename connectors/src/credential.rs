@@ -1,0 +1,429 @@
+//! Credentials a connection supplies to an action: how they are written when a connection is
+//! created, and how they are applied to a request.
+//!
+//! A connection's `auth` object splits in two: the **secret** part (keys, tokens, passwords)
+//! that the engine seals in its vault, and the **config** part (where a key goes, its header
+//! name) that is stored in the clear. A worker opens the secret in memory, rebuilds a
+//! [`Credential`] for one call, and drops it; [`Credential::secret_values`] lists what must
+//! never appear in a step's output or error. `Debug` never shows a secret.
+
+use std::fmt;
+
+use serde_json::{Map, Value, json};
+use zeroize::Zeroizing;
+
+/// Most custom headers one connection may set.
+pub const MAX_HEADERS: usize = 16;
+
+/// Why an `auth` object is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("auth: {0}")]
+pub struct CredentialError(pub String);
+
+/// Where an API key goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyPlacement {
+    /// A request header.
+    Header,
+    /// A query parameter.
+    Query,
+}
+
+/// Credentials for one call.
+pub enum Credential {
+    /// An API key in a header or query parameter.
+    ApiKey {
+        /// Header or query.
+        placement: KeyPlacement,
+        /// Header or parameter name.
+        name: String,
+        /// The key.
+        value: Zeroizing<String>,
+    },
+    /// `Authorization: Bearer <token>`.
+    Bearer(Zeroizing<String>),
+    /// `Authorization: Basic …`.
+    Basic {
+        /// User name.
+        username: Zeroizing<String>,
+        /// Password.
+        password: Zeroizing<String>,
+    },
+    /// Custom headers, each sent as given.
+    Headers(Vec<(String, Zeroizing<String>)>),
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credential::ApiKey {
+                placement, name, ..
+            } => write!(f, "ApiKey({placement:?} {name}: <redacted>)"),
+            Credential::Bearer(_) => f.write_str("Bearer(<redacted>)"),
+            Credential::Basic { .. } => f.write_str("Basic(<redacted>)"),
+            Credential::Headers(h) => {
+                let names: Vec<&str> = h.iter().map(|(n, _)| n.as_str()).collect();
+                write!(f, "Headers({names:?}: <redacted>)")
+            }
+        }
+    }
+}
+
+/// An `auth` object split into what is stored in the clear and what is sealed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthParts {
+    /// `api_key`, `bearer`, `basic` or `headers`.
+    pub auth_type: &'static str,
+    /// Stored in the clear: where a key goes and its name, header names.
+    pub config: Value,
+    /// Sealed by the engine's vault; never returned by any API.
+    pub secret: Zeroizing<String>,
+}
+
+/// Splits a connection's `auth` object, checking its shape:
+///
+/// - `{"type": "api_key", "in": "header"|"query", "name": "X-API-Key", "key": "…"}`
+/// - `{"type": "bearer", "token": "…"}`
+/// - `{"type": "basic", "username": "…", "password": "…"}`
+/// - `{"type": "headers", "headers": {"X-Token": "…"}}`
+pub fn split_auth(auth: &Value) -> Result<AuthParts, CredentialError> {
+    let obj = auth
+        .as_object()
+        .ok_or_else(|| err("must be an object with a `type`"))?;
+    let kind = obj
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| err("`type` is required: api_key, bearer, basic or headers"))?;
+    let allowed: &[&str] = match kind {
+        "api_key" => &["type", "in", "name", "key"],
+        "bearer" => &["type", "token"],
+        "basic" => &["type", "username", "password"],
+        "headers" => &["type", "headers"],
+        other => {
+            return Err(err(format!(
+                "type `{}` is not one of api_key, bearer, basic, headers",
+                other.escape_debug()
+            )));
+        }
+    };
+    if let Some(extra) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(err(format!(
+            "`{}` is not a field of `{kind}` (fields: {})",
+            extra.escape_debug(),
+            allowed.join(", ")
+        )));
+    }
+    let text = |field: &str| -> Result<&str, CredentialError> {
+        obj.get(field)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                err(format!(
+                    "`{field}` is required and must be a non-empty string"
+                ))
+            })
+    };
+    let secret = |v: Value| Zeroizing::new(v.to_string());
+    Ok(match kind {
+        "api_key" => {
+            let placement = text("in")?;
+            if placement != "header" && placement != "query" {
+                return Err(err("`in` must be `header` or `query`"));
+            }
+            let name = header_name(text("name")?)?;
+            AuthParts {
+                auth_type: "api_key",
+                config: json!({ "in": placement, "name": name }),
+                secret: secret(json!({ "key": header_value(text("key")?, "key")? })),
+            }
+        }
+        "bearer" => AuthParts {
+            auth_type: "bearer",
+            config: json!({}),
+            secret: secret(json!({ "token": header_value(text("token")?, "token")? })),
+        },
+        "basic" => AuthParts {
+            auth_type: "basic",
+            config: json!({}),
+            secret: secret(json!({ "username": text("username")?, "password": text("password")? })),
+        },
+        _ => {
+            let headers = obj
+                .get("headers")
+                .and_then(Value::as_object)
+                .filter(|h| !h.is_empty() && h.len() <= MAX_HEADERS)
+                .ok_or_else(|| {
+                    err(format!(
+                        "`headers` must be an object of 1 to {MAX_HEADERS} header names to values"
+                    ))
+                })?;
+            let mut names = Vec::new();
+            let mut values = Map::new();
+            for (name, value) in headers {
+                let name = header_name(name)?;
+                let value = value
+                    .as_str()
+                    .ok_or_else(|| err(format!("header `{name}` must be a string")))?;
+                values.insert(
+                    name.clone(),
+                    Value::String(header_value(value, &name)?.into()),
+                );
+                names.push(Value::String(name));
+            }
+            AuthParts {
+                auth_type: "headers",
+                config: json!({ "names": names }),
+                secret: secret(json!({ "headers": values })),
+            }
+        }
+    })
+}
+
+fn err(m: impl Into<String>) -> CredentialError {
+    CredentialError(m.into())
+}
+
+fn header_name(name: &str) -> Result<String, CredentialError> {
+    reqwest::header::HeaderName::from_bytes(name.as_bytes())
+        .map(|n| n.as_str().to_owned())
+        .map_err(|_| {
+            err(format!(
+                "`{}` is not a valid header name",
+                name.escape_debug()
+            ))
+        })
+}
+
+fn header_value<'a>(value: &'a str, what: &str) -> Result<&'a str, CredentialError> {
+    // Checked without quoting the value: it is a secret.
+    if reqwest::header::HeaderValue::from_str(value).is_ok() {
+        Ok(value)
+    } else {
+        Err(err(format!(
+            "`{what}` holds characters a request header cannot carry"
+        )))
+    }
+}
+
+/// The sealed part, as [`split_auth`] writes it.
+#[derive(serde::Deserialize)]
+struct Stored {
+    key: Option<String>,
+    token: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    headers: Option<std::collections::BTreeMap<String, String>>,
+}
+
+impl Credential {
+    /// Rebuilds the credential from a connection's stored parts: its type, its clear config and
+    /// its opened secret (the JSON [`split_auth`] produced).
+    pub fn from_parts(
+        auth_type: &str,
+        config: &Value,
+        secret: &str,
+    ) -> Result<Credential, CredentialError> {
+        // Strings move into `Zeroizing` as they are; nothing is copied.
+        let stored: Stored =
+            serde_json::from_str(secret).map_err(|_| err("the stored secret is not readable"))?;
+        let field = |value: Option<String>, name: &str| {
+            value
+                .map(Zeroizing::new)
+                .ok_or_else(|| err(format!("the stored secret has no `{name}`")))
+        };
+        Ok(match auth_type {
+            "api_key" => Credential::ApiKey {
+                placement: if config["in"] == "query" {
+                    KeyPlacement::Query
+                } else {
+                    KeyPlacement::Header
+                },
+                name: config["name"].as_str().unwrap_or("x-api-key").to_owned(),
+                value: field(stored.key, "key")?,
+            },
+            "bearer" => Credential::Bearer(field(stored.token, "token")?),
+            "basic" => Credential::Basic {
+                username: field(stored.username, "username")?,
+                password: field(stored.password, "password")?,
+            },
+            "headers" => Credential::Headers(
+                stored
+                    .headers
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, Zeroizing::new(v)))
+                    .collect(),
+            ),
+            other => return Err(err(format!("auth type `{other}` cannot be applied"))),
+        })
+    }
+
+    /// Adds a query-parameter key to the URL (before the request is built).
+    pub fn apply_to_url(&self, url: &mut reqwest::Url) {
+        if let Credential::ApiKey {
+            placement: KeyPlacement::Query,
+            name,
+            value,
+        } = self
+        {
+            url.query_pairs_mut().append_pair(name, value);
+        }
+    }
+
+    /// Adds the credential's headers to a request.
+    pub fn apply(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self {
+            Credential::ApiKey {
+                placement: KeyPlacement::Header,
+                name,
+                value,
+            } => req.header(name.as_str(), value.as_str()),
+            Credential::ApiKey { .. } => req,
+            Credential::Bearer(token) => req.bearer_auth(token.as_str()),
+            Credential::Basic { username, password } => {
+                req.basic_auth(username.as_str(), Some(password.as_str()))
+            }
+            Credential::Headers(headers) => headers
+                .iter()
+                .fold(req, |r, (n, v)| r.header(n.as_str(), v.as_str())),
+        }
+    }
+
+    /// Header names this credential sets, so a step's own headers cannot replace them.
+    pub fn header_names(&self) -> Vec<String> {
+        match self {
+            Credential::ApiKey {
+                placement: KeyPlacement::Header,
+                name,
+                ..
+            } => vec![name.to_ascii_lowercase()],
+            Credential::ApiKey { .. } => Vec::new(),
+            Credential::Bearer(_) | Credential::Basic { .. } => vec!["authorization".into()],
+            Credential::Headers(h) => h.iter().map(|(n, _)| n.to_ascii_lowercase()).collect(),
+        }
+    }
+
+    /// Every secret string this credential holds, and the forms it takes on the wire, so
+    /// outputs and errors can be scrubbed of them (a provider may echo a request back).
+    pub fn secret_values(&self) -> Vec<Zeroizing<String>> {
+        use base64::Engine as _;
+        match self {
+            Credential::ApiKey { value, .. } => vec![value.clone()],
+            Credential::Bearer(token) => vec![token.clone()],
+            Credential::Basic { username, password } => {
+                let pair = format!("{}:{}", username.as_str(), password.as_str());
+                vec![
+                    password.clone(),
+                    Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(pair)),
+                ]
+            }
+            Credential::Headers(h) => h.iter().map(|(_, v)| v.clone()).collect(),
+        }
+    }
+}
+
+/// Replaces every occurrence of each secret in every string of `value` with `[redacted]`.
+pub fn scrub(value: &mut Value, secrets: &[Zeroizing<String>]) {
+    match value {
+        Value::String(s) => {
+            for secret in secrets.iter().filter(|s| s.len() >= 4) {
+                if s.contains(secret.as_str()) {
+                    *s = s.replace(secret.as_str(), "[redacted]");
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| scrub(v, secrets)),
+        Value::Object(map) => map.values_mut().for_each(|v| scrub(v, secrets)),
+        _ => {}
+    }
+}
+
+/// [`scrub`] for a plain string.
+pub fn scrub_text(text: &str, secrets: &[Zeroizing<String>]) -> String {
+    let mut v = Value::String(text.to_owned());
+    scrub(&mut v, secrets);
+    match v {
+        Value::String(s) => s,
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(auth: Value) -> Credential {
+        let parts = split_auth(&auth).unwrap();
+        assert!(
+            !parts.config.to_string().contains("s3cr3t-value"),
+            "secrets stay out of the clear config: {}",
+            parts.config
+        );
+        Credential::from_parts(parts.auth_type, &parts.config, &parts.secret).unwrap()
+    }
+
+    #[test]
+    fn each_auth_type_splits_and_rebuilds() {
+        let c = roundtrip(
+            json!({ "type": "api_key", "in": "query", "name": "api_key", "key": "s3cr3t-value" }),
+        );
+        assert!(
+            matches!(c, Credential::ApiKey { placement: KeyPlacement::Query, ref name, .. } if name == "api_key")
+        );
+        let c = roundtrip(json!({ "type": "bearer", "token": "s3cr3t-value" }));
+        assert_eq!(c.header_names(), ["authorization"]);
+        let c =
+            roundtrip(json!({ "type": "basic", "username": "ada", "password": "s3cr3t-value" }));
+        assert_eq!(c.secret_values().len(), 2);
+        let c = roundtrip(json!({ "type": "headers", "headers": { "X-Token": "s3cr3t-value" } }));
+        assert_eq!(c.header_names(), ["x-token"]);
+        assert!(!format!("{c:?}").contains("s3cr3t"), "{c:?}");
+    }
+
+    #[test]
+    fn bad_auth_objects_say_what_is_wrong_without_quoting_secrets() {
+        for (auth, expect) in [
+            (json!("token"), "object"),
+            (json!({ "token": "x" }), "`type` is required"),
+            (json!({ "type": "oauth" }), "not one of"),
+            (json!({ "type": "bearer" }), "`token` is required"),
+            (
+                json!({ "type": "bearer", "token": "x", "extra": 1 }),
+                "`extra` is not a field",
+            ),
+            (
+                json!({ "type": "api_key", "in": "body", "name": "k", "key": "x" }),
+                "`in` must be",
+            ),
+            (
+                json!({ "type": "api_key", "in": "header", "name": "bad name", "key": "x" }),
+                "not a valid header name",
+            ),
+            (
+                json!({ "type": "bearer", "token": "line\nbreak-s3cr3t" }),
+                "cannot carry",
+            ),
+            (json!({ "type": "headers", "headers": {} }), "1 to 16"),
+        ] {
+            let e = split_auth(&auth).unwrap_err().to_string();
+            assert!(e.contains(expect), "{auth}: {e}");
+            assert!(!e.contains("s3cr3t"), "{e}");
+        }
+    }
+
+    #[test]
+    fn scrubbing_replaces_secrets_and_their_wire_forms() {
+        let c =
+            roundtrip(json!({ "type": "basic", "username": "ada", "password": "s3cr3t-value" }));
+        let mut out = json!({
+            "echo": { "authorization": "Basic YWRhOnMzY3IzdC12YWx1ZQ==", "note": "pw s3cr3t-value here" },
+            "list": ["s3cr3t-value"],
+        });
+        scrub(&mut out, &c.secret_values());
+        assert!(!out.to_string().contains("s3cr3t"), "{out}");
+        assert!(
+            !out.to_string().contains("YWRhOnMzY3IzdC12YWx1ZQ=="),
+            "{out}"
+        );
+    }
+}

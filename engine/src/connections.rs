@@ -1,0 +1,356 @@
+//! Connections: a workspace's accounts on external systems, created by an admin, referenced by
+//! name from definitions, used by workers by id.
+//!
+//! The `auth` object given at creation is split ([`connectors::credential::split_auth`]): its
+//! secret part is sealed by the vault, bound to the workspace and the connection's id, and
+//! never returned by any API; its clear part (where a key goes, header names) is kept beside
+//! it. Rotating replaces the sealed part; revoking erases it and marks the connection
+//! `revoked`, so the next step that uses it fails `connection_revoked` before any request.
+
+use chrono::Utc;
+use connectors::Registry;
+use schemas::db::entities::connection::{self, ConnectionStatus};
+use schemas::definition::Workflow;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, Set,
+};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::vault::{Keyring, VaultError};
+
+/// Most scopes one connection may list.
+pub const MAX_SCOPES: usize = 100;
+
+/// Why a connection operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    /// The database said no.
+    #[error("database: {0}")]
+    Db(#[from] sea_orm::DbErr),
+    /// Sealing failed.
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    /// No master key is configured.
+    #[error(
+        "no master key is configured (set SWITCHYARD_MASTER_KEY or --master-key-file), so credentials cannot be stored"
+    )]
+    NoKeyring,
+    /// The request is malformed; the message says where.
+    #[error("{0}")]
+    Invalid(String),
+    /// No connection has this name (in this workspace).
+    #[error("connection `{0}` does not exist")]
+    NotFound(String),
+    /// A connection with this name exists.
+    #[error(
+        "connection `{0}` already exists; rotate its credentials with PUT /v1/connections/{0}/credentials"
+    )]
+    Exists(String),
+}
+
+/// A request to create a connection.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewConnection {
+    /// Name definitions refer to.
+    pub name: String,
+    /// Connector, e.g. `http`.
+    pub connector: String,
+    /// The `auth` object (its shape depends on `type`).
+    pub auth: Value,
+    /// Scopes granted.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// The API view of a connection: never a secret.
+pub fn view(row: &connection::Model, used_by: &[String]) -> Value {
+    json!({
+        "name": row.name,
+        "connector": row.connector,
+        "auth_type": row.auth_type,
+        "auth": row.config,
+        "status": row.status,
+        "scopes": row.scopes,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+        "last_used_at": row.last_used_at,
+        "used_by": used_by,
+    })
+}
+
+fn sealed_parts(
+    keyring: &Keyring,
+    workspace_id: Uuid,
+    id: Uuid,
+    secret: &str,
+) -> Result<(i32, Vec<u8>, Vec<u8>), ConnectionError> {
+    let sealed = keyring.seal(
+        &workers::connection_aad(workspace_id, id),
+        secret.as_bytes(),
+    )?;
+    Ok((
+        i32::try_from(sealed.key_version).unwrap_or(i32::MAX),
+        sealed.wrapped_key,
+        sealed.ciphertext,
+    ))
+}
+
+/// Creates a connection.
+pub async fn create(
+    db: &DatabaseConnection,
+    keyring: Option<&Keyring>,
+    registry: &Registry,
+    workspace_id: Uuid,
+    new: NewConnection,
+) -> Result<connection::Model, ConnectionError> {
+    if !schemas::validate::is_connection_name(&new.name) {
+        return Err(ConnectionError::Invalid(format!(
+            "`name`: `{}` must be 1 to 64 lowercase letters, digits, `-` and `_`, starting with a letter or digit",
+            new.name.escape_debug()
+        )));
+    }
+    let manifest = registry.get(&new.connector).ok_or_else(|| {
+        ConnectionError::Invalid(format!(
+            "`connector`: there is no connector `{}`",
+            new.connector.escape_debug()
+        ))
+    })?;
+    let parts = connectors::credential::split_auth(&new.auth)
+        .map_err(|e| ConnectionError::Invalid(e.to_string()))?;
+    let allowed = manifest
+        .auth
+        .iter()
+        .filter_map(|a| serde_json::to_value(a).ok())
+        .any(|a| a == parts.auth_type);
+    if !allowed {
+        return Err(ConnectionError::Invalid(format!(
+            "auth: connector `{}` does not take `{}` credentials",
+            new.connector, parts.auth_type
+        )));
+    }
+    check_scopes(&new.scopes)?;
+    let keyring = keyring.ok_or(ConnectionError::NoKeyring)?;
+    if find(db, workspace_id, &new.name).await?.is_some() {
+        return Err(ConnectionError::Exists(new.name));
+    }
+    let id = Uuid::now_v7();
+    let (version, wrapped_key, ciphertext) =
+        sealed_parts(keyring, workspace_id, id, &parts.secret)?;
+    let now = Utc::now();
+    let row = connection::ActiveModel {
+        id: Set(id),
+        workspace_id: Set(workspace_id),
+        name: Set(new.name.clone()),
+        connector: Set(new.connector),
+        auth_type: Set(parts.auth_type.to_owned()),
+        status: Set(ConnectionStatus::Active),
+        scopes: Set(json!(new.scopes)),
+        config: Set(parts.config),
+        key_version: Set(Some(version)),
+        wrapped_key: Set(Some(wrapped_key)),
+        ciphertext: Set(Some(ciphertext)),
+        created_at: Set(now),
+        updated_at: Set(now),
+        last_used_at: Set(None),
+    };
+    // Two creators racing on one name: the unique index lets one in.
+    row.insert(db).await.map_err(|e| match e.sql_err() {
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => ConnectionError::Exists(new.name),
+        _ => ConnectionError::Db(e),
+    })
+}
+
+fn check_scopes(scopes: &[String]) -> Result<(), ConnectionError> {
+    if scopes.len() > MAX_SCOPES
+        || scopes
+            .iter()
+            .any(|s| s.is_empty() || s.len() > 256 || s.chars().any(char::is_whitespace))
+    {
+        return Err(ConnectionError::Invalid(format!(
+            "`scopes`: at most {MAX_SCOPES} scopes, each 1 to 256 characters without spaces"
+        )));
+    }
+    Ok(())
+}
+
+/// A connection by name.
+pub async fn find<C: ConnectionTrait>(
+    db: &C,
+    workspace_id: Uuid,
+    name: &str,
+) -> Result<Option<connection::Model>, ConnectionError> {
+    Ok(connection::Entity::find()
+        .filter(connection::Column::WorkspaceId.eq(workspace_id))
+        .filter(connection::Column::Name.eq(name))
+        .one(db)
+        .await?)
+}
+
+/// Every connection of a workspace, by name.
+pub async fn list(
+    db: &DatabaseConnection,
+    workspace_id: Uuid,
+) -> Result<Vec<connection::Model>, ConnectionError> {
+    Ok(connection::Entity::find()
+        .filter(connection::Column::WorkspaceId.eq(workspace_id))
+        .order_by_asc(connection::Column::Name)
+        .all(db)
+        .await?)
+}
+
+/// Replaces a connection's credentials (same auth type or another the connector takes); no
+/// workflow changes. A revoked connection becomes active again.
+pub async fn rotate(
+    db: &DatabaseConnection,
+    keyring: Option<&Keyring>,
+    registry: &Registry,
+    workspace_id: Uuid,
+    name: &str,
+    auth: &Value,
+) -> Result<connection::Model, ConnectionError> {
+    let row = find(db, workspace_id, name)
+        .await?
+        .ok_or_else(|| ConnectionError::NotFound(name.to_owned()))?;
+    let parts = connectors::credential::split_auth(auth)
+        .map_err(|e| ConnectionError::Invalid(e.to_string()))?;
+    let allowed = registry.get(&row.connector).is_some_and(|m| {
+        m.auth
+            .iter()
+            .filter_map(|a| serde_json::to_value(a).ok())
+            .any(|a| a == parts.auth_type)
+    });
+    if !allowed {
+        return Err(ConnectionError::Invalid(format!(
+            "auth: connector `{}` does not take `{}` credentials",
+            row.connector, parts.auth_type
+        )));
+    }
+    let keyring = keyring.ok_or(ConnectionError::NoKeyring)?;
+    let (version, wrapped_key, ciphertext) =
+        sealed_parts(keyring, workspace_id, row.id, &parts.secret)?;
+    let mut active: connection::ActiveModel = row.into();
+    active.auth_type = Set(parts.auth_type.to_owned());
+    active.config = Set(parts.config);
+    active.status = Set(ConnectionStatus::Active);
+    active.key_version = Set(Some(version));
+    active.wrapped_key = Set(Some(wrapped_key));
+    active.ciphertext = Set(Some(ciphertext));
+    active.updated_at = Set(Utc::now());
+    Ok(active.update(db).await?)
+}
+
+/// Disconnects: erases the credentials and marks the connection revoked. Workflows keep
+/// naming it; their steps fail `connection_revoked` until its credentials are set again.
+pub async fn revoke(
+    db: &DatabaseConnection,
+    workspace_id: Uuid,
+    name: &str,
+) -> Result<connection::Model, ConnectionError> {
+    let row = find(db, workspace_id, name)
+        .await?
+        .ok_or_else(|| ConnectionError::NotFound(name.to_owned()))?;
+    let mut active: connection::ActiveModel = row.into();
+    active.status = Set(ConnectionStatus::Revoked);
+    active.key_version = Set(None);
+    active.wrapped_key = Set(None);
+    active.ciphertext = Set(None);
+    active.updated_at = Set(Utc::now());
+    Ok(active.update(db).await?)
+}
+
+/// Names of the workflows whose latest version has a step naming `connection`.
+pub fn used_by<'a>(
+    workflows: impl IntoIterator<Item = &'a (String, i32, std::sync::Arc<Workflow>)>,
+    connection: &str,
+) -> Vec<String> {
+    workflows
+        .into_iter()
+        .filter(|(_, _, w)| {
+            w.steps
+                .iter()
+                .any(|s| s.connection.as_deref() == Some(connection))
+        })
+        .map(|(name, _, _)| name.clone())
+        .collect()
+}
+
+/// Checks a definition's connections before it is stored: each named connection exists in the
+/// workspace and holds the scopes its actions declare. Returns one message per problem, with
+/// the step's path.
+pub async fn check_workflow(
+    db: &DatabaseConnection,
+    registry: &Registry,
+    workspace_id: Uuid,
+    workflow: &Workflow,
+) -> Result<Vec<(String, String)>, ConnectionError> {
+    let mut problems = Vec::new();
+    let named: Vec<&str> = workflow
+        .steps
+        .iter()
+        .filter_map(|s| s.connection.as_deref())
+        .collect();
+    if named.is_empty() {
+        return Ok(problems);
+    }
+    let rows = connection::Entity::find()
+        .filter(connection::Column::WorkspaceId.eq(workspace_id))
+        .filter(connection::Column::Name.is_in(named.iter().copied()))
+        .all(db)
+        .await?;
+    for (i, step) in workflow.steps.iter().enumerate() {
+        let Some(name) = step.connection.as_deref() else {
+            continue;
+        };
+        let path = format!("steps[{i}].connection");
+        let Some(row) = rows.iter().find(|r| r.name == name) else {
+            problems.push((
+                path,
+                format!("connection `{name}` does not exist in this workspace; create it first (POST /v1/connections)"),
+            ));
+            continue;
+        };
+        let action = step.action.as_deref().unwrap_or_default();
+        let Some((connector, action_name)) = action.split_once('.') else {
+            continue;
+        };
+        if row.connector != connector {
+            problems.push((
+                path,
+                format!(
+                    "connection `{name}` is a `{}` connection, not `{connector}`",
+                    row.connector
+                ),
+            ));
+            continue;
+        }
+        let granted: Vec<&str> = row
+            .scopes
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if let Some(needed) = registry
+            .get(connector)
+            .and_then(|m| m.action(action_name))
+            .map(|a| a.scopes)
+        {
+            let missing: Vec<&str> = needed
+                .iter()
+                .copied()
+                .filter(|s| !granted.contains(s))
+                .collect();
+            if !missing.is_empty() {
+                problems.push((
+                    path,
+                    format!(
+                        "`{action}` needs scope(s) {} that connection `{name}` was not granted",
+                        missing.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(problems)
+}

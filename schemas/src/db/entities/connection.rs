@@ -1,0 +1,69 @@
+//! `connections`: a workspace's account on an external system. The credentials are sealed by
+//! the vault (`kind` `connection`, bound to workspace and connection id); the rest is clear.
+
+use sea_orm::entity::prelude::*;
+
+/// A connection.
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "connections")]
+pub struct Model {
+    /// Id; step messages name connections by it.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    /// Owning workspace.
+    pub workspace_id: Uuid,
+    /// Name, unique per workspace; definitions refer to it.
+    pub name: String,
+    /// Connector, e.g. `http`.
+    pub connector: String,
+    /// `api_key`, `bearer`, `basic` or `headers`.
+    pub auth_type: String,
+    /// `active` or `revoked`.
+    pub status: ConnectionStatus,
+    /// Scopes granted, a JSON array of strings.
+    pub scopes: Json,
+    /// The clear part of the auth (where a key goes, header names); never a secret.
+    pub config: Json,
+    /// Version of the master key wrapping the data key; `None` once revoked.
+    pub key_version: Option<i32>,
+    /// The sealed credentials' data key; `None` once revoked.
+    pub wrapped_key: Option<Vec<u8>>,
+    /// The sealed credentials; `None` once revoked.
+    pub ciphertext: Option<Vec<u8>>,
+    /// Created at.
+    pub created_at: DateTimeUtc,
+    /// Last change (credentials rotated, revoked).
+    pub updated_at: DateTimeUtc,
+    /// Last time a worker used it.
+    pub last_used_at: Option<DateTimeUtc>,
+}
+
+/// Where a connection stands.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    EnumIter,
+    DeriveActiveEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionStatus {
+    /// Usable.
+    #[sea_orm(string_value = "active")]
+    Active,
+    /// Disconnected: its credentials are erased and steps using it fail `connection_revoked`.
+    #[sea_orm(string_value = "revoked")]
+    Revoked,
+}
+
+/// No relations.
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
