@@ -130,7 +130,11 @@ pub fn split_auth(auth: &Value) -> Result<AuthParts, CredentialError> {
             if placement != "header" && placement != "query" {
                 return Err(err("`in` must be `header` or `query`"));
             }
-            let name = header_name(text("name")?)?;
+            let name = if placement == "header" {
+                header_name(text("name")?)?
+            } else {
+                query_name(text("name")?)?
+            };
             AuthParts {
                 auth_type: "api_key",
                 config: json!({ "in": placement, "name": name }),
@@ -192,6 +196,22 @@ fn header_name(name: &str) -> Result<String, CredentialError> {
                 name.escape_debug()
             ))
         })
+}
+
+/// A query parameter's name, kept as written (query names are case-sensitive).
+fn query_name(name: &str) -> Result<String, CredentialError> {
+    let ok = name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.~[]".contains(&b));
+    if ok {
+        Ok(name.to_owned())
+    } else {
+        Err(err(format!(
+            "`{}` is not a valid query parameter name",
+            name.escape_debug()
+        )))
+    }
 }
 
 fn header_value<'a>(value: &'a str, what: &str) -> Result<&'a str, CredentialError> {
@@ -365,10 +385,10 @@ mod tests {
     #[test]
     fn each_auth_type_splits_and_rebuilds() {
         let c = roundtrip(
-            json!({ "type": "api_key", "in": "query", "name": "api_key", "key": "s3cr3t-value" }),
+            json!({ "type": "api_key", "in": "query", "name": "apiKey", "key": "s3cr3t-value" }),
         );
         assert!(
-            matches!(c, Credential::ApiKey { placement: KeyPlacement::Query, ref name, .. } if name == "api_key")
+            matches!(c, Credential::ApiKey { placement: KeyPlacement::Query, ref name, .. } if name == "apiKey")
         );
         let c = roundtrip(json!({ "type": "bearer", "token": "s3cr3t-value" }));
         assert_eq!(c.header_names(), ["authorization"]);

@@ -12,6 +12,7 @@
 //! - [`error`]: [`ActionError`], with a stable code from `schemas::envelope::ErrorCode`.
 //! - [`credential`]: a connection's `auth` split into clear config and a sealed secret, and
 //!   applied to a request; scrubbing of secrets from outputs.
+//! - [`redact`]: secret-looking keys and values taken out of what the audit ledger stores.
 //!
 //! This crate knows nothing of NATS or the engine.
 
@@ -20,6 +21,7 @@ pub mod credential;
 pub mod error;
 pub mod http;
 pub mod manifest;
+pub mod redact;
 pub mod registry;
 
 pub use action::{ActionContext, execute};

@@ -389,8 +389,8 @@ pub async fn list_principals(
 }
 
 /// Deletes a principal and revokes its tokens.
-pub async fn delete_principal(
-    db: &DatabaseConnection,
+pub async fn delete_principal<C: ConnectionTrait>(
+    db: &C,
     workspace_id: Uuid,
     name: &str,
 ) -> Result<principal::Model, AuthError> {
@@ -400,8 +400,8 @@ pub async fn delete_principal(
     Ok(row)
 }
 
-async fn revoke_tokens_of(
-    db: &DatabaseConnection,
+async fn revoke_tokens_of<C: ConnectionTrait>(
+    db: &C,
     workspace_id: Uuid,
     principal_id: Uuid,
 ) -> Result<(), AuthError> {
@@ -470,8 +470,8 @@ pub async fn list_tokens(
 }
 
 /// A token of the workspace by id.
-pub async fn find_token(
-    db: &DatabaseConnection,
+pub async fn find_token<C: ConnectionTrait>(
+    db: &C,
     workspace_id: Uuid,
     id: Uuid,
 ) -> Result<api_token::Model, AuthError> {
@@ -483,8 +483,8 @@ pub async fn find_token(
 }
 
 /// Revokes a token of the workspace; revoking twice is harmless.
-pub async fn revoke_token(
-    db: &DatabaseConnection,
+pub async fn revoke_token<C: ConnectionTrait>(
+    db: &C,
     workspace_id: Uuid,
     id: Uuid,
 ) -> Result<api_token::Model, AuthError> {
@@ -525,7 +525,12 @@ pub async fn bootstrap<C: ConnectionTrait>(
         }
     };
     let principal = match find_principal(db, ws.id, admin).await {
-        Ok(p) => p,
+        Ok(p) if p.role == Role::Admin => p,
+        Ok(_) => {
+            return Err(AuthError::Invalid(format!(
+                "`{admin}` exists in workspace `{workspace}` and is not an admin; bootstrap another name"
+            )));
+        }
         Err(AuthError::NotFound(_)) => {
             create_principal(
                 db,

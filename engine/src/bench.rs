@@ -471,6 +471,7 @@ async fn prepare_webhooks(
         store::default_workspace(),
         "bench-hook-secret",
         HOOK_SECRET.as_bytes(),
+        "bench",
     )
     .await
     .map_err(setup)?;

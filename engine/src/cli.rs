@@ -227,6 +227,12 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// The audit ledger.
+    Audit {
+        /// `verify`.
+        #[command(subcommand)]
+        verb: AuditVerb,
+    },
     /// Administration with direct access to the engine's database.
     Admin {
         /// `bootstrap`.
@@ -251,6 +257,22 @@ pub enum Command {
         id: Option<String>,
         #[command(flatten)]
         remote: Remote,
+    },
+}
+
+/// `switchyard audit …`.
+#[derive(Debug, Subcommand)]
+pub enum AuditVerb {
+    /// Check a workspace's hash chain, reading the database directly: exit 0 when every record
+    /// follows from the one before and the chain head names the last, 1 naming the first record
+    /// that does not.
+    Verify {
+        /// The engine's database.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        /// Workspace name.
+        #[arg(long, default_value = "default")]
+        workspace: String,
     },
 }
 
@@ -500,6 +522,15 @@ fn async_main(command: Command) -> ExitCode {
                     }),
             ),
             Command::Secret { verb } => client_verb(secret(verb).await),
+            Command::Audit { verb: AuditVerb::Verify { database_url, workspace } } => {
+                match verify_audit(&database_url, &workspace).await {
+                    Ok(code) => code,
+                    Err(e) => {
+                        eprintln!("switchyard audit verify: {e}");
+                        ExitCode::from(USAGE)
+                    }
+                }
+            }
             Command::Whoami { remote } => client_verb(whoami(&remote).await),
             Command::Admin { verb: AdminVerb::Bootstrap { database_url, workspace, name } } => {
                 match bootstrap(&database_url, &workspace, &name).await {
@@ -633,6 +664,26 @@ async fn emit(
         answer["id"].as_str().unwrap_or_default()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+async fn verify_audit(database_url: &str, workspace: &str) -> anyhow::Result<ExitCode> {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let db = crate::service::connect_db(database_url).await?;
+    let ws = schemas::db::entities::workspace::Entity::find()
+        .filter(schemas::db::entities::workspace::Column::Name.eq(workspace))
+        .one(&db)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("there is no workspace `{workspace}`"))?;
+    Ok(match crate::audit::verify(&db, ws.id).await? {
+        crate::audit::Verdict::Intact { records } => {
+            println!("workspace `{workspace}`: {records} records, chain intact");
+            ExitCode::SUCCESS
+        }
+        crate::audit::Verdict::Broken { seq, why } => {
+            println!("workspace `{workspace}`: chain broken at record {seq}: {why}");
+            ExitCode::from(FAILED)
+        }
+    })
 }
 
 async fn whoami(remote: &Remote) -> Result<ExitCode, ClientError> {

@@ -99,8 +99,8 @@ fn sealed_parts(
 }
 
 /// Creates a connection.
-pub async fn create(
-    db: &DatabaseConnection,
+pub async fn create<C: ConnectionTrait>(
+    db: &C,
     keyring: Option<&Keyring>,
     registry: &Registry,
     workspace_id: Uuid,
@@ -203,8 +203,8 @@ pub async fn list(
 
 /// Replaces a connection's credentials (same auth type or another the connector takes); no
 /// workflow changes. A revoked connection becomes active again.
-pub async fn rotate(
-    db: &DatabaseConnection,
+pub async fn rotate<C: ConnectionTrait>(
+    db: &C,
     keyring: Option<&Keyring>,
     registry: &Registry,
     workspace_id: Uuid,
@@ -244,8 +244,8 @@ pub async fn rotate(
 
 /// Disconnects: erases the credentials and marks the connection revoked. Workflows keep
 /// naming it; their steps fail `connection_revoked` until its credentials are set again.
-pub async fn revoke(
-    db: &DatabaseConnection,
+pub async fn revoke<C: ConnectionTrait>(
+    db: &C,
     workspace_id: Uuid,
     name: &str,
 ) -> Result<connection::Model, ConnectionError> {

@@ -9,6 +9,7 @@
 //! - [`retry`]: whether and when a failed attempt runs again (policy, `Retry-After`).
 //! - [`topology`]: JetStream streams and the shared results consumer.
 //! - [`triggers`]: what starts runs from outside: signed webhooks, events, schedules.
+//! - [`audit`]: the hash-chained ledger of every integration call and administrative change.
 //! - [`auth`]: principals, bearer tokens and the role each API route needs.
 //! - [`connections`]: accounts on external systems; credentials sealed, resolved by workers.
 //! - [`vault`] and [`secrets`]: secrets sealed with envelope encryption, opened only in memory.
@@ -25,6 +26,7 @@
 //! → [`planner::plan`] → more outbox rows, until the run finishes.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod bench;
 pub mod cli;

@@ -94,6 +94,7 @@ pub async fn put(
     workspace_id: Uuid,
     name: &str,
     value: &[u8],
+    actor: &str,
 ) -> Result<(SecretInfo, bool), SecretError> {
     check_name(name)?;
     if value.is_empty() || value.len() > MAX_SECRET_BYTES {
@@ -135,6 +136,18 @@ pub async fn put(
     let stored = find(&tx, workspace_id, name)
         .await?
         .ok_or_else(|| SecretError::NotFound(name.to_owned()))?;
+    crate::audit::append(
+        &tx,
+        vec![(
+            workspace_id,
+            crate::audit::Entry::admin(
+                "secret.stored",
+                actor,
+                serde_json::json!({ "secret": name, "created": created, "key_version": stored.key_version }),
+            ),
+        )],
+    )
+    .await?;
     tx.commit().await?;
     Ok((info(stored), created))
 }
@@ -308,8 +321,8 @@ pub async fn list(
 }
 
 /// Deletes a secret; false when there was none.
-pub async fn delete(
-    db: &DatabaseConnection,
+pub async fn delete<C: ConnectionTrait>(
+    db: &C,
     workspace_id: Uuid,
     name: &str,
 ) -> Result<bool, SecretError> {

@@ -506,6 +506,10 @@ fn apply_result(
             }))
         }
     };
+    writes.audit.push((
+        work.run.workspace_id,
+        call_record(work, row, result, verdict.as_ref()),
+    ));
     work.upsert_step(&result.step_id, index, now, |m| {
         match (&result.outcome, verdict) {
             (Outcome::Succeeded { output }, _) => {
@@ -533,6 +537,73 @@ fn apply_result(
         }
     });
     true
+}
+
+/// The ledger record of one attempt: who (the principal that started the run, or its trigger),
+/// which connector, action and connection, how it ended, and its inputs and output (redacted
+/// when appended).
+fn call_record(
+    work: &RunWork,
+    row: &step_instance::Model,
+    result: &StepResult,
+    verdict: Option<&Verdict>,
+) -> crate::audit::Entry {
+    let step = work.workflow.steps.iter().find(|s| s.id == result.step_id);
+    let action = step.and_then(|s| s.action.as_deref()).unwrap_or_default();
+    let (connector, action) = action.split_once('.').unwrap_or((action, ""));
+    let trigger = &work.run.trigger;
+    let principal = match trigger["principal"].as_str() {
+        Some(p) => p.to_owned(),
+        None => format!("trigger:{}", trigger["kind"].as_str().unwrap_or("unknown")),
+    };
+    let (outcome, error_code, http_status, output) = match &result.outcome {
+        Outcome::Succeeded { output } => (
+            "success",
+            None,
+            output["status"]
+                .as_i64()
+                .and_then(|s| i32::try_from(s).ok()),
+            output.clone(),
+        ),
+        Outcome::Failed { error } => (
+            "error",
+            serde_json::to_value(error.code)
+                .ok()
+                .and_then(|c| c.as_str().map(str::to_owned)),
+            error.http_status.map(i32::from),
+            serde_json::to_value(error).unwrap_or(Value::Null),
+        ),
+    };
+    let bytes = serde_json::to_string(&output).map_or(0, |s| s.len());
+    crate::audit::Entry {
+        kind: "integration.call",
+        principal,
+        via: "run",
+        at: result.finished_at,
+        run_id: Some(work.run.id),
+        step_id: Some(result.step_id.clone()),
+        item_index: result.item_index.and_then(|i| i32::try_from(i).ok()),
+        attempt: Some(row.attempt),
+        connector: Some(connector.to_owned()),
+        action: Some(action.to_owned()),
+        connection_id: step.and_then(|s| work.connection_of(s)),
+        outcome,
+        error_code,
+        http_status,
+        duration_ms: Some(
+            (result.finished_at - result.started_at)
+                .num_milliseconds()
+                .max(0),
+        ),
+        retry_delay_ms: match verdict {
+            Some(Verdict::RetryAfter(d)) => Some(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            _ => None,
+        },
+        bytes: Some(i64::try_from(bytes).unwrap_or(i64::MAX)),
+        input: row.input.clone(),
+        output: Some(output),
+        details: None,
+    }
 }
 
 /// Sends out retries that are due, treats attempts that outlived their deadline as lost, and

@@ -196,7 +196,7 @@ async fn a_connection_s_credential_reaches_the_provider_and_nothing_else(
     assert_eq!(created["status"], "active");
     stack
         .apply(&format!(
-            "name: crm-sync\nsteps:\n  - {{ id: me, action: http.request, connection: crm, with: {{ url: \"http://{addr}/me\" }} }}\n  - {{ id: echo, needs: [me], action: http.request, connection: crm, with: {{ url: \"http://{addr}/echo\", expect: [400] }} }}\n  - {{ id: refused, needs: [me], action: http.request, connection: crm, with: {{ url: \"http://{addr}/me\", headers: {{ authorization: \"Bearer mine\" }} }} }}\n"
+            "name: crm-sync\nsteps:\n  - {{ id: me, action: http.request, connection: crm, with: {{ url: \"http://{addr}/me\" }} }}\n  - {{ id: echo, needs: [me], action: http.request, connection: crm, with: {{ url: \"http://{addr}/echo\", expect: [400] }} }}\n  - {{ id: refused, needs: [echo], action: http.request, connection: crm, with: {{ url: \"http://{addr}/me\", headers: {{ authorization: \"Bearer mine\" }} }} }}\n"
         ))
         .await?;
     let (_, id) = stack.start_run("crm-sync", json!({}), None).await?;

@@ -3,6 +3,7 @@
 //! Every query is scoped to the caller's workspace. Until principals and tokens exist every
 //! caller is in the `default` workspace.
 
+mod audit;
 pub mod error;
 mod principals;
 
@@ -16,6 +17,7 @@ use axum::{Json, Router};
 use connectors::Registry;
 use schemas::db::entities::{RunStatus, attempt, run, step_instance};
 use schemas::transport;
+use sea_orm::TransactionTrait as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -59,6 +61,9 @@ pub fn router(shared: Shared) -> Router {
             get(get_connection).delete(revoke_connection),
         )
         .route("/v1/connections/{name}/credentials", put(rotate_connection))
+        .route("/v1/audit", get(audit::list))
+        .route("/v1/audit/export", get(audit::export))
+        .route("/v1/audit/verify", get(audit::verify))
         .route("/v1/whoami", get(principals::whoami))
         .route(
             "/v1/principals",
@@ -287,7 +292,7 @@ async fn start_run(
             Some(v.to_owned())
         }
     };
-    let trigger = json!({ "kind": "api", "body": input.clone() });
+    let trigger = json!({ "kind": "api", "principal": caller.name, "body": input.clone() });
     let workspace_id = caller.workspace_id;
     let (version, workflow) = s
         .definitions
@@ -624,6 +629,7 @@ async fn put_secret(
         caller.workspace_id,
         &name,
         &value,
+        &caller.name,
     )
     .await?;
     s.secrets.forget(caller.workspace_id, &name);
@@ -650,7 +656,12 @@ async fn delete_secret(
     Auth(caller, ..): Auth<Admin>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let deleted = secrets::delete(&s.db, caller.workspace_id, &name).await?;
+    let tx = s.db.begin().await?;
+    let deleted = secrets::delete(&tx, caller.workspace_id, &name).await?;
+    if deleted {
+        record(&tx, &caller, "secret.deleted", json!({ "secret": name })).await?;
+    }
+    tx.commit().await?;
     s.secrets.forget(caller.workspace_id, &name);
     if deleted {
         Ok(StatusCode::NO_CONTENT)
@@ -725,6 +736,35 @@ pub(crate) fn parse_secret_body<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// What a connection's ledger records name: never its credentials.
+fn connection_details(row: &schemas::db::entities::connection::Model) -> Value {
+    json!({
+        "connection": row.name,
+        "connection_id": row.id,
+        "connector": row.connector,
+        "auth_type": row.auth_type,
+        "scopes": row.scopes,
+    })
+}
+
+/// Appends the ledger record of an administrative change, in the change's transaction.
+pub(crate) async fn record(
+    tx: &sea_orm::DatabaseTransaction,
+    caller: &crate::auth::Caller,
+    kind: &'static str,
+    details: Value,
+) -> Result<(), ApiError> {
+    crate::audit::append(
+        tx,
+        vec![(
+            caller.workspace_id,
+            crate::audit::Entry::admin(kind, &caller.name, details),
+        )],
+    )
+    .await?;
+    Ok(())
+}
+
 async fn connection_json(
     s: &Shared,
     row: &schemas::db::entities::connection::Model,
@@ -744,14 +784,17 @@ async fn create_connection(
         &body,
         "a JSON object `{\"name\", \"connector\", \"auth\": {\"type\", …}, \"scopes\"?}`",
     )?;
+    let tx = s.db.begin().await?;
     let row = crate::connections::create(
-        &s.db,
+        &tx,
         s.keyring.as_deref(),
         &Registry::builtin(),
         caller.workspace_id,
         new,
     )
     .await?;
+    record(&tx, &caller, "connection.created", connection_details(&row)).await?;
+    tx.commit().await?;
     Ok((StatusCode::CREATED, Json(connection_json(&s, &row).await?)))
 }
 
@@ -793,8 +836,9 @@ async fn rotate_connection(
 ) -> Result<Json<Value>, ApiError> {
     let body = body?;
     let rotate: RotateBody = parse_secret_body(&body, "a JSON object `{\"auth\": {\"type\", …}}`")?;
+    let tx = s.db.begin().await?;
     let row = crate::connections::rotate(
-        &s.db,
+        &tx,
         s.keyring.as_deref(),
         &Registry::builtin(),
         caller.workspace_id,
@@ -802,6 +846,8 @@ async fn rotate_connection(
         &rotate.auth,
     )
     .await?;
+    record(&tx, &caller, "connection.rotated", connection_details(&row)).await?;
+    tx.commit().await?;
     Ok(Json(connection_json(&s, &row).await?))
 }
 
@@ -810,6 +856,9 @@ async fn revoke_connection(
     Auth(caller, ..): Auth<Admin>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let row = crate::connections::revoke(&s.db, caller.workspace_id, &name).await?;
+    let tx = s.db.begin().await?;
+    let row = crate::connections::revoke(&tx, caller.workspace_id, &name).await?;
+    record(&tx, &caller, "connection.revoked", connection_details(&row)).await?;
+    tx.commit().await?;
     Ok(Json(connection_json(&s, &row).await?))
 }

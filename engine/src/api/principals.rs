@@ -14,7 +14,9 @@ use schemas::db::entities::principal::Role;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{ApiError, ApiErrorCode, parse_secret_body};
+use sea_orm::TransactionTrait as _;
+
+use super::{ApiError, ApiErrorCode, parse_secret_body, record};
 use crate::auth::{self, Admin, Auth, Caller, NewPrincipal, NewToken, Viewer};
 use crate::service::Shared;
 
@@ -38,8 +40,11 @@ pub(super) async fn create(
         &body,
         "a JSON object `{\"name\", \"role\": \"viewer|operator|author|admin\", \"kind\"?: \"user|service|agent\"}`",
     )?;
+    let tx = s.db.begin().await?;
     let row =
-        auth::create_principal(&s.db, caller.workspace_id, Some(caller.principal_id), new).await?;
+        auth::create_principal(&tx, caller.workspace_id, Some(caller.principal_id), new).await?;
+    record(&tx, &caller, "principal.created", principal_details(&row)).await?;
+    tx.commit().await?;
     Ok((StatusCode::CREATED, Json(auth::principal_view(&row))))
 }
 
@@ -72,8 +77,15 @@ pub(super) async fn delete(
             "a principal cannot delete itself; ask another admin",
         ));
     }
-    let row = auth::delete_principal(&s.db, caller.workspace_id, &name).await?;
+    let tx = s.db.begin().await?;
+    let row = auth::delete_principal(&tx, caller.workspace_id, &name).await?;
+    record(&tx, &caller, "principal.deleted", principal_details(&row)).await?;
+    tx.commit().await?;
     Ok(Json(auth::principal_view(&row)))
+}
+
+fn principal_details(row: &schemas::db::entities::principal::Model) -> Value {
+    json!({ "principal": row.name, "kind": row.kind, "role": row.role })
 }
 
 /// Admins act on anyone's tokens; others on their own only.
@@ -104,8 +116,17 @@ pub(super) async fn issue_token(
             "a JSON object `{\"name\"?: string, \"expires_in\"?: \"30d\"}`",
         )?
     };
-    let principal = auth::find_principal(&s.db, caller.workspace_id, &name).await?;
-    let issued = auth::issue_token(&s.db, &principal, new).await?;
+    let tx = s.db.begin().await?;
+    let principal = auth::find_principal(&tx, caller.workspace_id, &name).await?;
+    let issued = auth::issue_token(&tx, &principal, new).await?;
+    record(
+        &tx,
+        &caller,
+        "token.issued",
+        json!({ "principal": principal.name, "token_id": issued.row.id, "prefix": issued.row.prefix, "expires_at": issued.row.expires_at }),
+    )
+    .await?;
+    tx.commit().await?;
     let mut view = auth::token_view(&issued.row, Some(&principal.name));
     if let Some(obj) = view.as_object_mut() {
         obj.insert("token".into(), Value::String(issued.token.to_string()));
@@ -160,6 +181,15 @@ pub(super) async fn revoke_token(
             "only admins revoke other principals' tokens",
         ));
     }
-    let row = auth::revoke_token(&s.db, caller.workspace_id, id).await?;
+    let tx = s.db.begin().await?;
+    let row = auth::revoke_token(&tx, caller.workspace_id, id).await?;
+    record(
+        &tx,
+        &caller,
+        "token.revoked",
+        json!({ "token_id": row.id, "prefix": row.prefix }),
+    )
+    .await?;
+    tx.commit().await?;
     Ok(Json(auth::token_view(&row, None)))
 }

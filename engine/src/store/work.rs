@@ -357,6 +357,8 @@ fn step_state(row: &step_instance::Model) -> StepState {
 #[derive(Debug, Default)]
 pub(crate) struct Writes {
     pub attempts: Vec<attempt::ActiveModel>,
+    /// Ledger records of the attempts, appended in the same transaction.
+    pub audit: Vec<(Uuid, crate::audit::Entry)>,
     outbox: Vec<outbox::ActiveModel>,
     events: Vec<event::ActiveModel>,
 }
@@ -524,6 +526,7 @@ pub(crate) async fn flush<'a>(
     }
     let Writes {
         attempts,
+        audit,
         outbox: messages,
         events,
     } = writes;
@@ -534,6 +537,8 @@ pub(crate) async fn flush<'a>(
         OnConflict::columns([attempt::Column::StepInstanceId, attempt::Column::Attempt]),
     )
     .await?;
+    // After the run rows: the ledger's head locks are always taken last.
+    crate::audit::append(tx, audit).await?;
     insert_new(tx, &events, OnConflict::column(event::Column::Id)).await?;
     insert_new(tx, &messages, OnConflict::column(outbox::Column::MsgId)).await?;
     for work in works {

@@ -2,6 +2,8 @@
 
 pub mod api_token;
 pub mod attempt;
+pub mod audit_head;
+pub mod audit_record;
 pub mod connection;
 pub mod event;
 pub mod outbox;
