@@ -204,9 +204,9 @@ async fn lock_head<C: ConnectionTrait>(tx: &C, workspace_id: Uuid) -> Result<(i6
     Ok((head.seq, head.hash))
 }
 
-/// `SHA-256(prev_hash ‖ "\n" ‖ canonical JSON of every other field)`, hex.
-pub fn hash_of(r: &audit_record::Model) -> String {
-    let body = json!({
+/// Every field of a record but its two hashes: what the hash covers.
+fn hashed_fields(r: &audit_record::Model) -> Value {
+    json!({
         "id": r.id,
         "workspace_id": r.workspace_id,
         "seq": r.seq,
@@ -230,7 +230,12 @@ pub fn hash_of(r: &audit_record::Model) -> String {
         "input": r.input,
         "output": r.output,
         "details": r.details,
-    });
+    })
+}
+
+/// `SHA-256(prev_hash ‖ "\n" ‖ canonical JSON of every other field)`, hex.
+pub fn hash_of(r: &audit_record::Model) -> String {
+    let body = hashed_fields(r);
     let mut digest = sha2::Sha256::new();
     digest.update(r.prev_hash.as_bytes());
     digest.update(b"\n");
@@ -394,34 +399,18 @@ pub async fn list<C: ConnectionTrait>(
         .await
 }
 
-/// The API view of a record.
+/// The API view of a record: what its hash covers (less the workspace, which is the
+/// caller's), with `item` for `item_index`, and both hashes.
 pub fn view(r: &audit_record::Model) -> Value {
-    json!({
-        "seq": r.seq,
-        "id": r.id,
-        "at": r.at,
-        "kind": r.kind,
-        "principal": r.principal,
-        "via": r.via,
-        "run_id": r.run_id,
-        "step_id": r.step_id,
-        "item": r.item_index,
-        "attempt": r.attempt,
-        "connector": r.connector,
-        "action": r.action,
-        "connection_id": r.connection_id,
-        "outcome": r.outcome,
-        "error_code": r.error_code,
-        "http_status": r.http_status,
-        "duration_ms": r.duration_ms,
-        "retry_delay_ms": r.retry_delay_ms,
-        "bytes": r.bytes,
-        "input": r.input,
-        "output": r.output,
-        "details": r.details,
-        "prev_hash": r.prev_hash,
-        "hash": r.hash,
-    })
+    let mut v = hashed_fields(r);
+    if let Some(obj) = v.as_object_mut() {
+        obj.remove("workspace_id");
+        let item = obj.remove("item_index").unwrap_or(Value::Null);
+        obj.insert("item".into(), item);
+        obj.insert("prev_hash".into(), Value::String(r.prev_hash.clone()));
+        obj.insert("hash".into(), Value::String(r.hash.clone()));
+    }
+    v
 }
 
 #[cfg(test)]
