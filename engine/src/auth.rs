@@ -147,7 +147,7 @@ impl<R: Need> FromRequestParts<Shared> for Auth<R> {
             .or_else(|| header.strip_prefix("bearer "))
             .ok_or_else(|| unauthorized("the `Authorization` header must be `Bearer sy_…`"))?
             .trim();
-        let caller = authenticate(&s.db, token, Utc::now())
+        let caller = authenticate_cached(&s.db, &s.token_cache, token, Utc::now())
             .await
             .map_err(|e| match e {
                 Refused::Token(why) => unauthorized(why),
@@ -208,6 +208,31 @@ pub async fn authenticate<C: ConnectionTrait>(
     token: &str,
     now: DateTime<Utc>,
 ) -> Result<Caller, Refused> {
+    lookup(db, token, now).await.map(|(caller, _)| caller)
+}
+
+/// [`authenticate`], answered from `cache` when this engine checked the same token less than
+/// [`CACHE_FOR`] ago (expiry is still checked against `now`).
+pub async fn authenticate_cached<C: ConnectionTrait>(
+    db: &C,
+    cache: &TokenCache,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Result<Caller, Refused> {
+    let key = digest(token);
+    if let Some(caller) = cache.get(&key, now) {
+        return Ok(caller);
+    }
+    let (caller, expires_at) = lookup(db, token, now).await?;
+    cache.put(key, caller.clone(), expires_at);
+    Ok(caller)
+}
+
+async fn lookup<C: ConnectionTrait>(
+    db: &C,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Result<(Caller, Option<DateTime<Utc>>), Refused> {
     if !token.starts_with(TOKEN_PREFIX) || token.len() > 128 {
         return Err(Refused::Token(
             "the bearer token is not a Switchyard token (`sy_…`)",
@@ -231,14 +256,73 @@ pub async fn authenticate<C: ConnectionTrait>(
         .await
         .map_err(Refused::Db)?
         .ok_or(Refused::Token("the bearer token's principal was deleted"))?;
-    Ok(Caller {
-        principal_id: principal.id,
-        name: principal.name,
-        kind: principal.kind,
-        role: principal.role,
-        workspace_id: principal.workspace_id,
-        token_id: row.id,
-    })
+    Ok((
+        Caller {
+            principal_id: principal.id,
+            name: principal.name,
+            kind: principal.kind,
+            role: principal.role,
+            workspace_id: principal.workspace_id,
+            token_id: row.id,
+        },
+        row.expires_at,
+    ))
+}
+
+/// How long an engine trusts a token it checked without asking the database again. Revoking
+/// a token or deleting a principal through an engine takes effect on that engine at once; on
+/// the other engines, within this long.
+pub const CACHE_FOR: Duration = Duration::from_secs(2);
+
+/// Tokens this engine authenticated recently, by digest (never by the token itself).
+#[derive(Debug, Default)]
+pub struct TokenCache(Mutex<HashMap<String, Cached>>);
+
+#[derive(Debug, Clone)]
+struct Cached {
+    caller: Caller,
+    expires_at: Option<DateTime<Utc>>,
+    at: Instant,
+}
+
+impl TokenCache {
+    fn get(&self, key: &str, now: DateTime<Utc>) -> Option<Caller> {
+        let entries = self.0.lock().ok()?;
+        let hit = entries.get(key)?;
+        let fresh = hit.at.elapsed() < CACHE_FOR && hit.expires_at.is_none_or(|at| at > now);
+        fresh.then(|| hit.caller.clone())
+    }
+
+    fn put(&self, key: String, caller: Caller, expires_at: Option<DateTime<Utc>>) {
+        if let Ok(mut entries) = self.0.lock() {
+            // Bounded: entries past CACHE_FOR are useless, so a full map is simply emptied.
+            if entries.len() >= 10_000 {
+                entries.clear();
+            }
+            entries.insert(
+                key,
+                Cached {
+                    caller,
+                    expires_at,
+                    at: Instant::now(),
+                },
+            );
+        }
+    }
+
+    /// Drops a revoked token.
+    pub fn forget_token(&self, token_id: Uuid) {
+        if let Ok(mut entries) = self.0.lock() {
+            entries.retain(|_, c| c.caller.token_id != token_id);
+        }
+    }
+
+    /// Drops every token of a deleted principal.
+    pub fn forget_principal(&self, principal_id: Uuid) {
+        if let Ok(mut entries) = self.0.lock() {
+            entries.retain(|_, c| c.caller.principal_id != principal_id);
+        }
+    }
 }
 
 /// Hex SHA-256 of a token: what is stored and looked up.

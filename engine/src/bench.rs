@@ -236,7 +236,7 @@ pub async fn run(options: BenchOptions) -> Result<Vec<Row>, BenchError> {
     });
 
     // 4 and 5. Webhooks.
-    rows.extend(webhooks(&db, &hooks, &options).await?);
+    rows.extend(webhooks(&db, &api, &hooks, &options).await?);
 
     let _ = stop_tx.send(true);
     let _ = engine.await;
@@ -499,6 +499,7 @@ async fn prepare_webhooks(
 /// 5. Accepted webhooks per second: many signed deliveries from 32 clients at once.
 async fn webhooks(
     db: &DatabaseConnection,
+    api: &crate::client::Client,
     hooks: &Hooks,
     options: &BenchOptions,
 ) -> Result<Vec<Row>, BenchError> {
@@ -549,10 +550,9 @@ async fn webhooks(
     let n = options.webhooks as u64;
     // Baseline for the next measure: the same number of one-step runs started through the
     // runs API (no signature, no secret), from as many clients.
-    let api = crate::client::Client::new(&hooks.api);
     let started = Instant::now();
     let ids: Vec<Uuid> = futures::stream::iter(0..n)
-        .map(|_| start(&api, "bench-api-start", json!({})))
+        .map(|_| start(api, "bench-api-start", json!({})))
         .buffer_unordered(32)
         .collect::<Vec<_>>()
         .await

@@ -139,6 +139,8 @@ pub struct Shared {
     pub secrets: Arc<crate::secrets::SealedCache>,
     /// When each token's use was last written.
     pub token_use: Arc<crate::auth::TokenUse>,
+    /// Tokens checked recently.
+    pub token_cache: Arc<crate::auth::TokenCache>,
 }
 
 /// Connects to a database and brings its schema up to date.
@@ -203,6 +205,7 @@ pub async fn run(
         starter,
         secrets: Arc::default(),
         token_use: Arc::default(),
+        token_cache: Arc::default(),
     };
     let relay = tokio::spawn(relay_loop(shared.clone(), js.clone(), stop_rx.clone()));
     let events = tokio::spawn(crate::triggers::events::consume(

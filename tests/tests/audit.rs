@@ -198,7 +198,7 @@ async fn two_engines_append_to_one_unbroken_chain_and_tampering_is_found() -> Re
         .one(&db)
         .await?
         .context("last record")?;
-    audit_record::Entity::delete_by_id(last.id)
+    audit_record::Entity::delete_by_id((last.workspace_id, last.seq))
         .exec(&db)
         .await?;
     let verdict = get(&stack, "/v1/audit/verify").await?;

@@ -26,7 +26,7 @@ use switchyard_tests::{TestDatabase, for_each_backend};
 use uuid::Uuid;
 
 /// Every index the migrations name, by table.
-const INDEXES: [(&str, &str); 17] = [
+const INDEXES: [(&str, &str); 16] = [
     ("workflow_versions", "ux_workflow_versions_name_version"),
     ("runs", "ux_runs_idempotency"),
     ("runs", "ix_runs_status"),
@@ -42,7 +42,6 @@ const INDEXES: [(&str, &str); 17] = [
     ("principals", "ux_principals_name"),
     ("api_tokens", "ux_api_tokens_digest"),
     ("api_tokens", "ix_api_tokens_principal"),
-    ("audit_records", "ux_audit_records_seq"),
     ("audit_records", "ix_audit_records_run"),
 ];
 

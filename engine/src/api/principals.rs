@@ -81,6 +81,7 @@ pub(super) async fn delete(
     let row = auth::delete_principal(&tx, caller.workspace_id, &name).await?;
     record(&tx, &caller, "principal.deleted", principal_details(&row)).await?;
     tx.commit().await?;
+    s.token_cache.forget_principal(row.id);
     Ok(Json(auth::principal_view(&row)))
 }
 
@@ -191,5 +192,6 @@ pub(super) async fn revoke_token(
     )
     .await?;
     tx.commit().await?;
+    s.token_cache.forget_token(row.id);
     Ok(Json(auth::token_view(&row, None)))
 }

@@ -13,13 +13,14 @@ use sea_orm::entity::prelude::*;
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
 #[sea_orm(table_name = "audit_records")]
 pub struct Model {
-    /// Id.
-    #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
     /// Workspace.
+    #[sea_orm(primary_key, auto_increment = false)]
     pub workspace_id: Uuid,
     /// Position in the workspace's chain, from 1.
+    #[sea_orm(primary_key, auto_increment = false)]
     pub seq: i64,
+    /// Id, unique across workspaces (the key is workspace and `seq`).
+    pub id: Uuid,
     /// When it happened (microseconds).
     pub at: DateTimeUtc,
     /// What happened: `integration.call`, `connection.created`, `token.issued`, …
@@ -55,10 +56,13 @@ pub struct Model {
     /// Bytes of the recorded output.
     pub bytes: Option<i64>,
     /// The inputs, redacted.
+    #[sea_orm(column_type = "Json", nullable)]
     pub input: Option<Json>,
     /// The output or error, redacted.
+    #[sea_orm(column_type = "Json", nullable)]
     pub output: Option<Json>,
     /// For administrative records: what was changed (names, never secrets).
+    #[sea_orm(column_type = "Json", nullable)]
     pub details: Option<Json>,
     /// The previous record's hash (64 zeros for the first).
     pub prev_hash: String,

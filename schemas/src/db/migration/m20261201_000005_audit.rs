@@ -3,7 +3,7 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 
-use super::{index, unique_index};
+use super::index;
 
 /// Creates `audit_records` and `audit_heads`.
 #[derive(Debug, DeriveMigrationName)]
@@ -59,9 +59,9 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(AuditRecords::Table)
                     .if_not_exists()
-                    .col(uuid(AuditRecords::Id).primary_key())
                     .col(uuid(AuditRecords::WorkspaceId))
                     .col(big_integer(AuditRecords::Seq))
+                    .col(uuid(AuditRecords::Id))
                     .col(timestamp_with_time_zone(AuditRecords::At))
                     .col(string_len(AuditRecords::Kind, 64))
                     .col(string(AuditRecords::Principal))
@@ -79,20 +79,22 @@ impl MigrationTrait for Migration {
                     .col(big_integer_null(AuditRecords::DurationMs))
                     .col(big_integer_null(AuditRecords::RetryDelayMs))
                     .col(big_integer_null(AuditRecords::Bytes))
-                    .col(json_binary_null(AuditRecords::Input))
-                    .col(json_binary_null(AuditRecords::Output))
-                    .col(json_binary_null(AuditRecords::Details))
+                    // `json`, not `jsonb`: the ledger is written once per call and read rarely,
+                    // and `json` costs PostgreSQL no parsing into its binary form.
+                    .col(json_null(AuditRecords::Input))
+                    .col(json_null(AuditRecords::Output))
+                    .col(json_null(AuditRecords::Details))
                     .col(string_len(AuditRecords::PrevHash, 64))
                     .col(string_len(AuditRecords::Hash, 64))
+                    // The chain position is the key: one index fewer to maintain per call
+                    // than a separate id key.
+                    .primary_key(
+                        Index::create()
+                            .col(AuditRecords::WorkspaceId)
+                            .col(AuditRecords::Seq),
+                    )
                     .to_owned(),
             )
-            .await?;
-        manager
-            .create_index(unique_index(
-                "ux_audit_records_seq",
-                AuditRecords::Table,
-                [AuditRecords::WorkspaceId, AuditRecords::Seq],
-            ))
             .await?;
         manager
             .create_index(index(
