@@ -235,7 +235,7 @@ pub enum Command {
     },
     /// Administration with direct access to the engine's database.
     Admin {
-        /// `bootstrap`.
+        /// `bootstrap` or `rotate-key`.
         #[command(subcommand)]
         verb: AdminVerb,
     },
@@ -292,6 +292,36 @@ pub enum AdminVerb {
         /// The admin principal's name.
         #[arg(long, default_value = "admin")]
         name: String,
+    },
+    /// Re-wrap every stored secret and connection credential sealed under an older master key
+    /// version with the current (highest) one, in batches, while engines and workers run.
+    /// Configure every engine and worker with both versions first (`v1:<old>,v2:<new>`); once
+    /// this reports nothing left, the old version can be dropped. Exits 0 when every row is
+    /// under the current version, 1 otherwise, saying why.
+    #[command(group(
+        clap::ArgGroup::new("keys")
+            .required(true)
+            .args(["master_key", "master_key_file"])
+    ))]
+    RotateKey {
+        /// The engine's database.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        /// The master keys, old and new: `v1:<key>,v2:<key>` (the highest version is the one
+        /// rows are re-wrapped under).
+        #[arg(
+            long,
+            env = "SWITCHYARD_MASTER_KEY",
+            hide_env_values = true,
+            conflicts_with = "master_key_file"
+        )]
+        master_key: Option<MasterKeySpec>,
+        /// A file holding the master keys, in the same format.
+        #[arg(long, env = "SWITCHYARD_MASTER_KEY_FILE")]
+        master_key_file: Option<PathBuf>,
+        /// Rows re-wrapped per transaction.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+        batch: u64,
     },
 }
 
@@ -541,6 +571,26 @@ fn async_main(command: Command) -> ExitCode {
                     }
                 }
             }
+            Command::Admin { verb: AdminVerb::RotateKey { database_url, master_key, master_key_file, batch } } => {
+                let keyring = match load_keyring(master_key, master_key_file.as_deref()) {
+                    Ok(Some(k)) => k,
+                    Ok(None) => {
+                        eprintln!("switchyard admin rotate-key: give the master keys with --master-key or --master-key-file");
+                        return ExitCode::from(USAGE);
+                    }
+                    Err(e) => {
+                        eprintln!("switchyard admin rotate-key: {e}");
+                        return ExitCode::from(USAGE);
+                    }
+                };
+                match rotate_key(&database_url, &keyring, batch).await {
+                    Ok(code) => code,
+                    Err(e) => {
+                        eprintln!("switchyard admin rotate-key: {e}");
+                        ExitCode::from(FAILED)
+                    }
+                }
+            }
             Command::Emit { name, data, id, remote } => client_verb(emit(&remote, &name, &data, id).await),
             Command::Validate { .. } | Command::Schema | Command::Connectors { .. } => ExitCode::from(USAGE),
         }
@@ -709,6 +759,48 @@ async fn bootstrap(database_url: &str, workspace: &str, name: &str) -> anyhow::R
     );
     println!("{}", issued.token.as_str());
     Ok(())
+}
+
+/// Migrates the database if needed, re-wraps every row under an older key version and says
+/// what it did; exit 1 when a row is still under an older version afterwards.
+async fn rotate_key(
+    database_url: &str,
+    keyring: &crate::vault::Keyring,
+    batch: u64,
+) -> anyhow::Result<ExitCode> {
+    let db = crate::service::connect_db(database_url).await?;
+    let done = crate::keys::rotate(&db, keyring, batch).await?;
+    let v = done.to_version;
+    if done.nothing_to_rotate() {
+        println!(
+            "nothing to rotate: no secret or connection is sealed under a version other than v{v}"
+        );
+    } else {
+        println!(
+            "re-wrapped {} secret(s) and {} connection(s) under v{v} in {} workspace(s); {} skipped because they changed meanwhile",
+            done.secrets, done.connections, done.workspaces, done.skipped
+        );
+    }
+    if done.remaining > 0 {
+        println!(
+            "{} row(s) are still sealed under another version: something wrote them during the run with a keyring whose current version is not v{v}; give every engine and worker the same keys and run this again",
+            done.remaining
+        );
+        return Ok(ExitCode::from(FAILED));
+    }
+    let older: Vec<String> = keyring
+        .versions()
+        .into_iter()
+        .filter(|version| *version != v)
+        .map(|version| format!("v{version}"))
+        .collect();
+    if !older.is_empty() {
+        println!(
+            "nothing is left under {}: it can be removed from the keyring of every engine and worker",
+            older.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn apply(remote: &Remote, file: &PathBuf) -> Result<ExitCode, ClientError> {

@@ -13,6 +13,8 @@
 //! - [`auth`]: principals, bearer tokens and the role each API route needs.
 //! - [`connections`]: accounts on external systems; credentials sealed, resolved by workers.
 //! - [`vault`] and [`secrets`]: secrets sealed with envelope encryption, opened only in memory.
+//! - [`keys`]: master key rotation, re-wrapping secrets and credentials under the current key
+//!   in batches while engines and workers keep opening them (`switchyard admin rotate-key`).
 //! - [`starter`]: concurrent run starts committed in batches.
 //! - [`service`]: the engine process: relay, results loop, scheduler, HTTP API ([`api`]).
 //! - [`dev`]: `switchyard dev`, the whole stack in one process tree.
@@ -33,6 +35,7 @@ pub mod cli;
 pub mod client;
 pub mod connections;
 pub mod dev;
+pub mod keys;
 pub mod planner;
 pub mod progress;
 pub mod retry;

@@ -295,7 +295,8 @@ impl Stack {
     }
 
     /// An engine configured by `configure` (after the test defaults: ephemeral port, a fresh
-    /// master key, a fast schedule tick) and `workers` in-process workers.
+    /// master key, a fast schedule tick) and `workers` in-process workers. Workers use the
+    /// keyring `configure` gave the engine, or the fresh key when it removed it.
     pub async fn start_configured(
         backend: Backend,
         workers: usize,
@@ -314,6 +315,8 @@ impl Stack {
             ..Default::default()
         };
         configure(&mut config);
+        // Workers open connections with the engine's keys, including keys a test configured.
+        let keyring = config.keyring.clone().unwrap_or(keyring);
         let addr = start_engine(config, stop_rx).await?;
         let token = admin_token(db.url()).await?;
         let stack = Stack {
