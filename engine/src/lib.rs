@@ -9,6 +9,7 @@
 //! - [`retry`]: whether and when a failed attempt runs again (policy, `Retry-After`).
 //! - [`topology`]: JetStream streams and the shared results consumer.
 //! - [`triggers`]: what starts runs from outside: signed webhooks, events, schedules.
+//! - [`approvals`]: approval gates: who may decide, one decision per gate, timeouts.
 //! - [`audit`]: the hash-chained ledger of every integration call and administrative change.
 //! - [`auth`]: principals, bearer tokens and the role each API route needs.
 //! - [`connections`]: accounts on external systems; credentials sealed, resolved by workers.
@@ -28,6 +29,7 @@
 //! → [`planner::plan`] → more outbox rows, until the run finishes.
 
 pub mod api;
+pub mod approvals;
 pub mod audit;
 pub mod auth;
 pub mod bench;

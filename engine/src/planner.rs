@@ -18,6 +18,9 @@
 //!   cancelled, and steps in flight are told to stop.
 //! - When every step is finished the run succeeds and `outputs` are rendered; an output
 //!   expression that cannot be rendered fails the run with `invalid_input`.
+//! - A ready step with an approval gate (`approval`, or an action its manifest marks
+//!   `destructive`) is held ([`Decision::AwaitApproval`], with what it would do) instead of
+//!   being started; once approved it starts as any ready step would.
 
 use std::collections::HashMap;
 
@@ -48,6 +51,10 @@ pub enum StepState {
     Cancelled,
     /// A `for_each` step whose items were created, in item order.
     FannedOut(Vec<Item>),
+    /// Ready, and held at its approval gate.
+    AwaitingApproval,
+    /// Its gate was approved: it starts as a ready step would.
+    Approved,
 }
 
 /// One item of a fanned-out step.
@@ -67,7 +74,10 @@ impl StepState {
             | StepState::Failed(_)
             | StepState::Skipped
             | StepState::Cancelled => true,
-            StepState::Pending | StepState::InFlight => false,
+            StepState::Pending
+            | StepState::InFlight
+            | StepState::AwaitingApproval
+            | StepState::Approved => false,
             StepState::FannedOut(items) => items.iter().all(|i| i.state.is_finished()),
         }
     }
@@ -118,6 +128,14 @@ pub enum Decision {
         event: String,
         /// Rendered payload.
         data: Value,
+    },
+    /// Hold a step at its approval gate; `input` is what it would be started with (the
+    /// rendered `with`, the `for_each` items, or the event data).
+    AwaitApproval {
+        /// Step id.
+        step_id: String,
+        /// What approving would start.
+        input: Value,
     },
     /// Mark a step skipped.
     Skip {
@@ -173,8 +191,9 @@ pub fn plan(state: &RunState<'_>) -> Vec<Decision> {
         let mut progressed = false;
         for step in &state.workflow.steps {
             match steps.get(&step.id).cloned().unwrap_or(StepState::Pending) {
-                StepState::Pending => {
-                    if let Some(d) = start_step(step, &steps, &state.scope) {
+                st @ (StepState::Pending | StepState::Approved) => {
+                    let approved = st == StepState::Approved;
+                    if let Some(d) = start_step(step, &steps, &state.scope, approved) {
                         progressed |= apply(&mut steps, &d);
                         decisions.push(d);
                     }
@@ -288,6 +307,10 @@ fn apply(steps: &mut HashMap<String, StepState>, d: &Decision) -> bool {
             steps.insert(step_id.clone(), StepState::Skipped);
             true
         }
+        Decision::AwaitApproval { step_id, .. } => {
+            steps.insert(step_id.clone(), StepState::AwaitingApproval);
+            false
+        }
         Decision::Fail {
             step_id,
             item_index: None,
@@ -360,8 +383,57 @@ fn invalid(message: String) -> StepError {
     }
 }
 
-/// What to do with a pending step whose needs may or may not be finished.
-fn start_step(step: &Step, steps: &HashMap<String, StepState>, base: &Scope) -> Option<Decision> {
+/// Whether a step must be approved before it starts: its definition asks for it, or its
+/// action is one its connector's manifest marks destructive. The second is the workspace's
+/// rule, not the author's: `required: false` does not lift it.
+pub fn needs_approval(step: &Step) -> bool {
+    if step.approval.as_ref().is_some_and(|a| a.required) {
+        return true;
+    }
+    step.action
+        .as_deref()
+        .and_then(|a| a.split_once('.'))
+        .and_then(|(connector, action)| {
+            connectors::Registry::builtin()
+                .get(connector)
+                .and_then(|m| m.action(action))
+                .map(|a| a.side_effect == schemas::catalog::SideEffect::Destructive)
+        })
+        .unwrap_or(false)
+}
+
+/// What to do with a pending step whose needs may or may not be finished; a step with an
+/// approval gate that is not yet `approved` is held instead of started.
+fn start_step(
+    step: &Step,
+    steps: &HashMap<String, StepState>,
+    base: &Scope,
+    approved: bool,
+) -> Option<Decision> {
+    let decision = ready_step(step, steps, base)?;
+    if approved || !needs_approval(step) {
+        return Some(decision);
+    }
+    Some(match decision {
+        Decision::Dispatch { input, .. } => Decision::AwaitApproval {
+            step_id: step.id.clone(),
+            input,
+        },
+        Decision::FanOut { items, .. } => Decision::AwaitApproval {
+            step_id: step.id.clone(),
+            input: Value::Array(items),
+        },
+        Decision::Emit { data, .. } => Decision::AwaitApproval {
+            step_id: step.id.clone(),
+            input: data,
+        },
+        // Skipped, failed or empty: there is nothing to approve.
+        other => other,
+    })
+}
+
+/// What starting a pending step means, once its needs are finished.
+fn ready_step(step: &Step, steps: &HashMap<String, StepState>, base: &Scope) -> Option<Decision> {
     let mut any_skipped = false;
     for need in &step.needs {
         match steps.get(need) {

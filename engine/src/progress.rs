@@ -46,6 +46,7 @@ impl StepLine {
             "failed" => "✗",
             "skipped" | "cancelled" => "-",
             "retry_wait" => "↻",
+            "waiting_approval" => "⏸",
             _ => "…",
         }
     }

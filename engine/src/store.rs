@@ -33,7 +33,7 @@ use uuid::Uuid;
 
 use crate::retry::{self, Verdict};
 
-mod work;
+pub(crate) mod work;
 
 pub use work::Definitions;
 use work::{RunWork, Writes};
@@ -616,9 +616,11 @@ pub async fn tick(
 ) -> Result<Recorded, StoreError> {
     let now = Utc::now();
     let due = step_instance::Entity::find()
-        .filter(
-            step_instance::Column::Status.is_in([StepStatus::RetryWait, StepStatus::Dispatched]),
-        )
+        .filter(step_instance::Column::Status.is_in([
+            StepStatus::RetryWait,
+            StepStatus::Dispatched,
+            StepStatus::WaitingApproval,
+        ]))
         .filter(step_instance::Column::DueAt.lte(now))
         .order_by_asc(step_instance::Column::DueAt)
         .limit(limit)
@@ -675,6 +677,11 @@ pub async fn tick(
         let Some(step) = workflow.steps.iter().find(|s| s.id == row.step_id) else {
             continue;
         };
+        if row.status == StepStatus::WaitingApproval {
+            crate::approvals::expire(&tx, work, &stale.step_id, now).await?;
+            changed.insert(stale.run_id);
+            continue;
+        }
         let retry_now = match row.status {
             StepStatus::RetryWait => true,
             _ => {

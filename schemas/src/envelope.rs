@@ -32,6 +32,13 @@ pub enum ErrorCode {
     ConnectionRevoked,
     /// The connection's OAuth grant needs a person to sign in again.
     NeedsReauth,
+    /// The connection no longer holds a scope the action needs (it was reduced after the
+    /// workflow was applied).
+    InsufficientScope,
+    /// A person rejected the step at its approval gate.
+    ApprovalRejected,
+    /// Nobody decided the step's approval gate within its timeout.
+    ApprovalTimeout,
     /// Inputs were rejected, by us or by the provider.
     InvalidInput,
     /// The thing acted on does not exist.
@@ -60,6 +67,9 @@ impl ErrorCode {
             | ErrorCode::Forbidden
             | ErrorCode::ConnectionRevoked
             | ErrorCode::NeedsReauth
+            | ErrorCode::InsufficientScope
+            | ErrorCode::ApprovalRejected
+            | ErrorCode::ApprovalTimeout
             | ErrorCode::InvalidInput
             | ErrorCode::NotFound
             | ErrorCode::Conflict

@@ -3,6 +3,7 @@
 //! Every query is scoped to the caller's workspace. Until principals and tokens exist every
 //! caller is in the `default` workspace.
 
+mod approvals;
 mod audit;
 pub mod error;
 mod principals;
@@ -61,6 +62,12 @@ pub fn router(shared: Shared) -> Router {
             get(get_connection).delete(revoke_connection),
         )
         .route("/v1/connections/{name}/credentials", put(rotate_connection))
+        .route("/v1/approvals", get(approvals::list))
+        .route(
+            "/v1/runs/{id}/steps/{step}/approve",
+            post(approvals::approve),
+        )
+        .route("/v1/runs/{id}/steps/{step}/reject", post(approvals::reject))
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/export", get(audit::export))
         .route("/v1/audit/verify", get(audit::verify))

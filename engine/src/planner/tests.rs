@@ -302,3 +302,48 @@ fn a_ten_step_chain_advances_one_step_at_a_time() {
         [Decision::FinishRun(RunOutcome::Succeeded { .. })]
     ));
 }
+
+#[test]
+fn a_gated_step_is_held_with_its_rendered_inputs_until_approved() {
+    let wf = workflow(
+        "name: g\nsteps:\n  - { id: a, action: http.request }\n  - { id: b, needs: [a], action: http.request, approval: { approvers: [\"role:admin\"] }, with: { url: \"{{ trigger.body.email }}\" } }\n",
+    );
+    let held = plan(&state(&wf, &[("a", StepState::Succeeded(json!({})))]));
+    assert_eq!(
+        held,
+        [Decision::AwaitApproval {
+            step_id: "b".into(),
+            input: json!({ "url": "a@b.c" }),
+        }]
+    );
+    let waiting = plan(&state(
+        &wf,
+        &[
+            ("a", StepState::Succeeded(json!({}))),
+            ("b", StepState::AwaitingApproval),
+        ],
+    ));
+    assert!(waiting.is_empty(), "{waiting:?}");
+    let approved = plan(&state(
+        &wf,
+        &[
+            ("a", StepState::Succeeded(json!({}))),
+            ("b", StepState::Approved),
+        ],
+    ));
+    assert_eq!(dispatched(&approved), [("b".to_owned(), None)]);
+}
+
+#[test]
+fn destructive_actions_are_gated_even_when_the_step_says_otherwise() {
+    let wf = workflow(
+        "name: g\nsteps:\n  - { id: close, action: github.close_issue, approval: { required: false } }\n  - { id: read, action: http.request }\n",
+    );
+    let close = wf
+        .steps
+        .iter()
+        .find(|s| s.id == "close")
+        .map(needs_approval);
+    let read = wf.steps.iter().find(|s| s.id == "read").map(needs_approval);
+    assert_eq!((close, read), (Some(true), Some(false)));
+}

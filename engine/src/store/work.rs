@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
+use schemas::db::entities::approval::{self, ApprovalStatus};
 use schemas::db::entities::step_instance::NO_ITEM;
 use schemas::db::entities::{RunStatus, StepStatus};
 use schemas::db::entities::{
@@ -277,6 +278,8 @@ impl RunWork {
                     | StepStatus::Dispatched
                     | StepStatus::Running
                     | StepStatus::RetryWait
+                    | StepStatus::WaitingApproval
+                    | StepStatus::Approved
             ) {
                 row.status = StepStatus::Cancelled;
                 row.finished_at = Some(now);
@@ -350,6 +353,8 @@ fn step_state(row: &step_instance::Model) -> StepState {
         ),
         StepStatus::Skipped => StepState::Skipped,
         StepStatus::Cancelled => StepState::Cancelled,
+        StepStatus::WaitingApproval => StepState::AwaitingApproval,
+        StepStatus::Approved => StepState::Approved,
     }
 }
 
@@ -359,6 +364,8 @@ pub(crate) struct Writes {
     pub attempts: Vec<attempt::ActiveModel>,
     /// Ledger records of the attempts, appended in the same transaction.
     pub audit: Vec<(Uuid, crate::audit::Entry)>,
+    /// Approval gates that opened.
+    pub approvals: Vec<approval::ActiveModel>,
     outbox: Vec<outbox::ActiveModel>,
     events: Vec<event::ActiveModel>,
 }
@@ -527,6 +534,7 @@ pub(crate) async fn flush<'a>(
     let Writes {
         attempts,
         audit,
+        approvals,
         outbox: messages,
         events,
     } = writes;
@@ -535,6 +543,12 @@ pub(crate) async fn flush<'a>(
         tx,
         &attempts,
         OnConflict::columns([attempt::Column::StepInstanceId, attempt::Column::Attempt]),
+    )
+    .await?;
+    insert_new(
+        tx,
+        &approvals,
+        OnConflict::columns([approval::Column::RunId, approval::Column::StepId]),
     )
     .await?;
     // After the run rows: the ledger's head locks are always taken last.
@@ -642,6 +656,32 @@ pub(crate) fn advance(work: &mut RunWork, writes: &mut Writes, now: DateTime<Utc
                 work.upsert_step(&step_id, NO_ITEM, now, |m| {
                     m.status = StepStatus::Skipped;
                     m.finished_at = Some(now);
+                });
+            }
+            Decision::AwaitApproval { step_id, input } => {
+                let step = workflow.steps.iter().find(|s| s.id == step_id);
+                let gate = step.and_then(|s| s.approval.as_ref());
+                let due_at = gate
+                    .and_then(|g| g.timeout)
+                    .map(|t| now + chrono_duration(t.get()));
+                work.upsert_step(&step_id, NO_ITEM, now, |m| {
+                    m.status = StepStatus::WaitingApproval;
+                    m.due_at = due_at;
+                });
+                writes.approvals.push(approval::ActiveModel {
+                    id: Set(Uuid::now_v7()),
+                    workspace_id: Set(work.run.workspace_id),
+                    run_id: Set(work.run.id),
+                    step_id: Set(step_id),
+                    status: Set(ApprovalStatus::Pending),
+                    approvers: Set(json!(gate.map(|g| g.approvers.clone()).unwrap_or_default())),
+                    input: Set(Some(crate::audit::recorded(&input))),
+                    action: Set(step.and_then(|s| s.action.clone()).unwrap_or_default()),
+                    requested_at: Set(now),
+                    due_at: Set(due_at),
+                    decided_at: Set(None),
+                    decided_by: Set(None),
+                    comment: Set(None),
                 });
             }
             Decision::Fail {

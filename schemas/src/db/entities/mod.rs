@@ -1,6 +1,7 @@
 //! One module per table.
 
 pub mod api_token;
+pub mod approval;
 pub mod attempt;
 pub mod audit_head;
 pub mod audit_record;
@@ -89,6 +90,12 @@ pub enum StepStatus {
     /// Not run or stopped because the run ended.
     #[sea_orm(string_value = "cancelled")]
     Cancelled,
+    /// Ready, and held at its approval gate until a person decides; nothing is dispatched.
+    #[sea_orm(string_value = "waiting_approval")]
+    WaitingApproval,
+    /// Its gate was approved; the planner starts it as it would a ready step.
+    #[sea_orm(string_value = "approved")]
+    Approved,
 }
 
 impl StepStatus {
@@ -176,7 +183,9 @@ mod tests {
                 "succeeded",
                 "failed",
                 "skipped",
-                "cancelled"
+                "cancelled",
+                "waiting_approval",
+                "approved"
             ]
         );
         for (status, word) in stored::<StepStatus>() {
