@@ -411,6 +411,22 @@ async fn another_workspace_s_names_and_ids_are_not_found() -> Result<()> {
     )
     .await?;
     assert_eq!(w["definition"]["description"], "theirs");
+    // Event ids are the workspace's own: the same id in both is two events, and neither
+    // learns that the other used it.
+    for http in [&theirs, &ours] {
+        let (status, body) = send(
+            http,
+            &api,
+            &call(
+                Method::POST,
+                "/v1/events/order.placed",
+                Body::Json(json!({ "id": "shared-1", "data": {} })),
+            ),
+        )
+        .await?;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(body["id"], "shared-1");
+    }
     // Their run is untouched by our attempts.
     let (status, run) = send(
         &theirs,

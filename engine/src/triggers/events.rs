@@ -53,11 +53,21 @@ pub async fn publish(
     data: Value,
     source: Provenance,
 ) -> Result<Published, StoreError> {
-    let id = id.unwrap_or_else(|| Uuid::now_v7().to_string());
+    // A caller's id is the caller's workspace's: stored under the workspace, so two
+    // workspaces may use the same id and neither can learn whether the other has.
+    // The envelope (what `event.id` shows) keeps the caller's id; the stored row and the
+    // stream's deduplication use the workspace-qualified key.
+    let (key, shown) = match id {
+        Some(given) => (format!("{workspace_id}:{given}"), given),
+        None => {
+            let fresh = Uuid::now_v7().to_string();
+            (fresh.clone(), fresh)
+        }
+    };
     let now = Utc::now();
     let envelope = EventEnvelope {
         v: ENVELOPE_VERSION,
-        id: id.clone(),
+        id: shown.clone(),
         workspace_id,
         name: name.to_owned(),
         data,
@@ -67,7 +77,7 @@ pub async fn publish(
     };
     let tx = db.begin().await?;
     let inserted = event::Entity::insert(event::ActiveModel {
-        id: Set(id.clone()),
+        id: Set(key.clone()),
         workspace_id: Set(workspace_id),
         name: Set(name.to_owned()),
         data: Set(envelope.data.clone()),
@@ -83,19 +93,20 @@ pub async fn publish(
     .exec_without_returning(&tx)
     .await?;
     if inserted == 0 {
-        let earlier = event::Entity::find_by_id(id.clone()).one(&tx).await?;
+        let earlier = event::Entity::find_by_id(key.clone()).one(&tx).await?;
         return match earlier {
-            Some(e) if e.workspace_id == workspace_id && e.name == name => {
-                Ok(Published { id, created: false })
-            }
+            Some(e) if e.workspace_id == workspace_id && e.name == name => Ok(Published {
+                id: shown,
+                created: false,
+            }),
             _ => Err(StoreError::InvalidInput(format!(
-                "event id `{id}` was already used for another event; ids are unique across event names"
+                "event id `{shown}` was already used for another event; ids are unique across event names"
             ))),
         };
     }
     outbox::ActiveModel {
         subject: Set(transport::event_subject(name)),
-        msg_id: Set(id.clone()),
+        msg_id: Set(key.clone()),
         payload: Set(serde_json::to_string(&envelope).unwrap_or_default()),
         headers: Set(json!({})),
         created_at: Set(now),
@@ -105,7 +116,10 @@ pub async fn publish(
     .insert(&tx)
     .await?;
     tx.commit().await?;
-    Ok(Published { id, created: true })
+    Ok(Published {
+        id: shown,
+        created: true,
+    })
 }
 
 /// What one event started.
