@@ -242,6 +242,24 @@ pub async fn rotate<C: ConnectionTrait>(
     Ok(active.update(db).await?)
 }
 
+/// Replaces the scopes a connection was granted. Steps whose actions need a scope no longer
+/// granted fail `insufficient_scope` before any request; workflows are not re-checked.
+pub async fn set_scopes<C: ConnectionTrait>(
+    db: &C,
+    workspace_id: Uuid,
+    name: &str,
+    scopes: Vec<String>,
+) -> Result<connection::Model, ConnectionError> {
+    check_scopes(&scopes)?;
+    let row = find(db, workspace_id, name)
+        .await?
+        .ok_or_else(|| ConnectionError::NotFound(name.to_owned()))?;
+    let mut active: connection::ActiveModel = row.into();
+    active.scopes = Set(json!(scopes));
+    active.updated_at = Set(Utc::now());
+    Ok(active.update(db).await?)
+}
+
 /// Disconnects: erases the credentials and marks the connection revoked. Workflows keep
 /// naming it; their steps fail `connection_revoked` until its credentials are set again.
 pub async fn revoke<C: ConnectionTrait>(

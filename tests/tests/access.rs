@@ -272,6 +272,14 @@ async fn every_route_needs_a_token_and_its_role() -> Result<()> {
         (
             call(
                 Method::PUT,
+                "/v1/connections/crm/scopes",
+                Body::Json(json!({ "scopes": ["read"] })),
+            ),
+            "admin",
+        ),
+        (
+            call(
+                Method::PUT,
                 "/v1/secrets/hook",
                 Body::Json(json!({ "value": "v" })),
             ),

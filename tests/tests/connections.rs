@@ -451,3 +451,55 @@ async fn connections_are_checked_when_created_and_when_a_workflow_is_applied() -
     assert_eq!(status, StatusCode::NOT_FOUND);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_step_whose_connection_lost_a_scope_fails_before_any_request() -> Result<()> {
+    let stack = Stack::start(Backend::Sqlite).await?;
+    let (status, body) = call(
+        &stack,
+        reqwest::Method::POST,
+        "/v1/connections",
+        Some(json!({
+            "name": "gh",
+            "connector": "github",
+            "auth": { "type": "bearer", "token": CANARY },
+            "scopes": ["repo"],
+        })),
+    )
+    .await?;
+    anyhow::ensure!(status == StatusCode::CREATED, "{status}: {body}");
+    stack
+        .apply("name: triage\nsteps:\n  - { id: open, action: github.create_issue, connection: gh, with: { title: t } }\n")
+        .await?;
+    // Scopes reduced after the workflow was applied (and checked).
+    let (status, body) = call(
+        &stack,
+        reqwest::Method::PUT,
+        "/v1/connections/gh/scopes",
+        Some(json!({ "scopes": [] })),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["scopes"], json!([]));
+    let (_, id) = stack.start_run("triage", json!({}), None).await?;
+    let run = stack.finished(&id, WAIT).await?;
+    let open = step(&run, "open");
+    assert_eq!(open["error"]["code"], "insufficient_scope", "{run:#}");
+    assert!(
+        open["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("repo")),
+        "{open:#}"
+    );
+    // And a workflow applied now is refused at the step, naming the scope.
+    let r = stack
+        .http
+        .put(format!("{}/v1/workflows/triage", stack.api))
+        .body("name: triage\nsteps:\n  - { id: open, action: github.create_issue, connection: gh, with: { title: t2 } }\n")
+        .send()
+        .await?;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = r.json().await?;
+    assert!(body.to_string().contains("repo"), "{body}");
+    Ok(())
+}

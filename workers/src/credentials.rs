@@ -60,6 +60,28 @@ pub fn aad(workspace_id: Uuid, connection_id: Uuid) -> Aad {
     Aad::new(workspace_id, KIND, &connection_id.to_string())
 }
 
+/// The scopes `action` (`connector.action`) declares that `granted` (a JSON list) lacks.
+/// Scopes are checked when a workflow is applied; this catches a connection whose scopes were
+/// reduced since.
+pub(crate) fn missing_scopes(action: &str, granted: &serde_json::Value) -> Vec<&'static str> {
+    let Some((connector, name)) = action.split_once('.') else {
+        return Vec::new();
+    };
+    let needed = connectors::Registry::builtin()
+        .get(connector)
+        .and_then(|m| m.action(name))
+        .map_or(&[][..], |a| a.scopes);
+    let granted: Vec<&str> = granted
+        .as_array()
+        .map(|a| a.iter().filter_map(serde_json::Value::as_str).collect())
+        .unwrap_or_default();
+    needed
+        .iter()
+        .copied()
+        .filter(|s| !granted.contains(s))
+        .collect()
+}
+
 /// Resolves connections for one worker.
 #[derive(Debug, Default)]
 pub(crate) struct Resolver {
@@ -116,6 +138,17 @@ impl Resolver {
         if row.status != ConnectionStatus::Active {
             return Err(revoked());
         }
+        let missing = missing_scopes(&step.action, &row.scopes);
+        if !missing.is_empty() {
+            return Err((
+                ErrorCode::InsufficientScope,
+                format!(
+                    "the step's connection no longer holds scope(s) {} that `{}` needs; no request was made",
+                    missing.join(", "),
+                    step.action
+                ),
+            ));
+        }
         let sealed = Sealed {
             key_version: u32::try_from(version).unwrap_or(0),
             wrapped_key,
@@ -168,5 +201,20 @@ impl Resolver {
                 .exec(&db)
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::missing_scopes;
+
+    #[test]
+    fn scopes_an_action_declares_must_all_be_granted() {
+        assert_eq!(missing_scopes("github.create_issue", &json!([])), ["repo"]);
+        assert!(missing_scopes("github.create_issue", &json!(["repo", "gist"])).is_empty());
+        assert!(missing_scopes("http.request", &json!([])).is_empty());
+        assert!(missing_scopes("nonsense", &json!(null)).is_empty());
     }
 }

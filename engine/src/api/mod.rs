@@ -62,6 +62,7 @@ pub fn router(shared: Shared) -> Router {
             get(get_connection).delete(revoke_connection),
         )
         .route("/v1/connections/{name}/credentials", put(rotate_connection))
+        .route("/v1/connections/{name}/scopes", put(set_connection_scopes))
         .route("/v1/approvals", get(approvals::list))
         .route(
             "/v1/runs/{id}/steps/{step}/approve",
@@ -854,6 +855,34 @@ async fn rotate_connection(
     )
     .await?;
     record(&tx, &caller, "connection.rotated", connection_details(&row)).await?;
+    tx.commit().await?;
+    Ok(Json(connection_json(&s, &row).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScopesBody {
+    scopes: Vec<String>,
+}
+
+async fn set_connection_scopes(
+    State(s): State<Shared>,
+    Auth(caller, ..): Auth<Admin>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body?;
+    let ScopesBody { scopes } =
+        parse_secret_body(&body, "a JSON object `{\"scopes\": [string, …]}`")?;
+    let tx = s.db.begin().await?;
+    let row = crate::connections::set_scopes(&tx, caller.workspace_id, &name, scopes).await?;
+    record(
+        &tx,
+        &caller,
+        "connection.scopes_changed",
+        connection_details(&row),
+    )
+    .await?;
     tx.commit().await?;
     Ok(Json(connection_json(&s, &row).await?))
 }
