@@ -9,6 +9,7 @@
 //! - [`retry`]: whether and when a failed attempt runs again (policy, `Retry-After`).
 //! - [`topology`]: JetStream streams and the shared results consumer.
 //! - [`triggers`]: what starts runs from outside: signed webhooks, events, schedules.
+//! - [`policy`]: each workspace's allowed connectors and actions, and agents' connections.
 //! - [`approvals`]: approval gates: who may decide, one decision per gate, timeouts.
 //! - [`audit`]: the hash-chained ledger of every integration call and administrative change.
 //! - [`auth`]: principals, bearer tokens and the role each API route needs.
@@ -39,6 +40,7 @@ pub mod connections;
 pub mod dev;
 pub mod keys;
 pub mod planner;
+pub mod policy;
 pub mod progress;
 pub mod retry;
 pub mod secrets;

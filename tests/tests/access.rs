@@ -201,6 +201,8 @@ async fn every_route_needs_a_token_and_its_role() -> Result<()> {
             "viewer",
         ),
         (call(Method::GET, "/v1/secrets", Body::None), "viewer"),
+        (call(Method::GET, "/v1/policy", Body::None), "viewer"),
+        (call(Method::GET, "/v1/approvals", Body::None), "viewer"),
         (
             call(Method::POST, "/v1/workflows/w/runs", Body::None),
             "operator",
@@ -251,6 +253,12 @@ async fn every_route_needs_a_token_and_its_role() -> Result<()> {
             "admin",
         ),
         (call(Method::GET, "/v1/tokens", Body::None), "admin"),
+        (call(Method::GET, "/v1/audit", Body::None), "admin"),
+        (call(Method::GET, "/v1/audit/verify", Body::None), "admin"),
+        (
+            call(Method::PUT, "/v1/policy", Body::Json(json!({}))),
+            "admin",
+        ),
         (
             call(
                 Method::POST,
@@ -659,5 +667,75 @@ async fn revoked_and_expired_tokens_are_refused_and_token_text_is_shown_once() -
     )
     .await?;
     assert_eq!(status, StatusCode::CONFLICT);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_workspace_policy_refuses_forbidden_actions_when_a_workflow_is_applied() -> Result<()> {
+    let stack = Stack::start_with_workers(Backend::Sqlite, 0).await?;
+    let admin = stack.http.clone();
+    let api = stack.api.clone();
+    let (status, body) = send(
+        &admin,
+        &api,
+        &call(
+            Method::PUT,
+            "/v1/policy",
+            Body::Json(json!({ "actions": { "deny": ["http.reqest"] } })),
+        ),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a typo is refused: {body}");
+    let (status, body) = send(
+        &admin,
+        &api,
+        &call(
+            Method::PUT,
+            "/v1/policy",
+            Body::Json(json!({ "actions": { "deny": ["http.request"] } })),
+        ),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = send(
+        &admin,
+        &api,
+        &call(Method::PUT, "/v1/workflows/w", Body::Text(WORKFLOW.into())),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let problem = &body["error"]["details"]["problems"][0];
+    assert_eq!(problem["path"], "steps[0].action", "{body}");
+    assert_eq!(problem["line"], 4, "{body}");
+    assert!(
+        problem["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("http.request")),
+        "{body}"
+    );
+    // Lifted: the same workflow applies.
+    send(
+        &admin,
+        &api,
+        &call(Method::PUT, "/v1/policy", Body::Json(json!({}))),
+    )
+    .await?;
+    let (status, body) = send(
+        &admin,
+        &api,
+        &call(Method::PUT, "/v1/workflows/w", Body::Text(WORKFLOW.into())),
+    )
+    .await?;
+    assert!(status.is_success(), "{status}: {body}");
+    let (_, audit) = send(
+        &admin,
+        &api,
+        &call(Method::GET, "/v1/audit?principal=admin", Body::None),
+    )
+    .await?;
+    let changes = audit["records"]
+        .as_array()
+        .map(|r| r.iter().filter(|r| r["kind"] == "policy.changed").count());
+    assert_eq!(changes, Some(2), "{audit}");
     Ok(())
 }

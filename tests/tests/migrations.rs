@@ -11,7 +11,7 @@ use schemas::db::DEFAULT_WORKSPACE_ID;
 use schemas::db::entities::step_instance::NO_ITEM;
 use schemas::db::entities::{
     AttemptStatus, RunStatus, StepStatus, api_token, approval, attempt, audit_head, audit_record,
-    connection, event, outbox, principal, run, schedule_state, secret, step_instance,
+    connection, event, outbox, policy, principal, run, schedule_state, secret, step_instance,
     workflow_version, workspace,
 };
 use schemas::db::migration::Migrator;
@@ -289,6 +289,7 @@ async fn every_entity_has_a_table_with_exactly_its_columns_and_indexes() -> Resu
         assert_matches_entity::<audit_record::Entity>(&conn).await?;
         assert_matches_entity::<audit_head::Entity>(&conn).await?;
         assert_matches_entity::<approval::Entity>(&conn).await?;
+        assert_matches_entity::<policy::Entity>(&conn).await?;
 
         let manager = SchemaManager::new(&conn);
         for (table, index) in INDEXES {
@@ -522,6 +523,7 @@ async fn rolling_back_then_migrating_again_gives_an_empty_schema() -> Result<()>
             "audit_records",
             "audit_heads",
             "approvals",
+            "policies",
         ] {
             ensure!(
                 !manager.has_table(table).await?,

@@ -63,6 +63,7 @@ pub fn router(shared: Shared) -> Router {
         )
         .route("/v1/connections/{name}/credentials", put(rotate_connection))
         .route("/v1/connections/{name}/scopes", put(set_connection_scopes))
+        .route("/v1/policy", get(get_policy).put(put_policy))
         .route("/v1/approvals", get(approvals::list))
         .route(
             "/v1/runs/{id}/steps/{step}/approve",
@@ -174,6 +175,29 @@ async fn put_workflow(
                 workflow.name
             ),
         }]));
+    }
+    let forbidden = crate::policy::get(&s.db, caller.workspace_id)
+        .await?
+        .forbidden(&workflow);
+    if !forbidden.is_empty() {
+        let doc = schemas::source::parse(text).ok();
+        let list: Vec<Value> = forbidden
+            .iter()
+            .map(|(path, message)| {
+                let pos = doc
+                    .as_ref()
+                    .map_or(schemas::source::Pos::START, |d| d.pos(path));
+                json!({ "path": path, "line": pos.line, "column": pos.column, "message": message })
+            })
+            .collect();
+        return Err(ApiError::new(
+            ApiErrorCode::Forbidden,
+            format!(
+                "the workspace's policy forbids {} step(s) of this workflow",
+                list.len()
+            ),
+        )
+        .with_details(json!({ "problems": list })));
     }
     let governed = crate::connections::check_workflow(
         &s.db,
@@ -742,6 +766,41 @@ pub(crate) fn parse_secret_body<T: serde::de::DeserializeOwned>(
             format!("the body must be {shape}: {e}"),
         )
     })
+}
+
+impl From<crate::policy::PolicyError> for ApiError {
+    fn from(e: crate::policy::PolicyError) -> Self {
+        match e {
+            crate::policy::PolicyError::Invalid(m) => ApiError::new(ApiErrorCode::InvalidInput, m),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+async fn get_policy(
+    State(s): State<Shared>,
+    Auth(caller, ..): Auth<Viewer>,
+) -> Result<Json<Value>, ApiError> {
+    let policy = crate::policy::get(&s.db, caller.workspace_id).await?;
+    Ok(Json(serde_json::to_value(policy).unwrap_or(Value::Null)))
+}
+
+async fn put_policy(
+    State(s): State<Shared>,
+    Auth(caller, ..): Auth<Admin>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body?;
+    let policy: crate::policy::Policy = parse_secret_body(
+        &body,
+        "a policy object `{\"connectors\"?: {\"allow\": [..]}, \"actions\"?: {\"deny\": [..]}, \"agents\"?: {name: [connection, ..]}}`",
+    )?;
+    let tx = s.db.begin().await?;
+    crate::policy::put(&tx, caller.workspace_id, &policy, &caller.name).await?;
+    let document = serde_json::to_value(&policy).unwrap_or(Value::Null);
+    record(&tx, &caller, "policy.changed", document.clone()).await?;
+    tx.commit().await?;
+    Ok(Json(document))
 }
 
 /// What a connection's ledger records name: never its credentials.

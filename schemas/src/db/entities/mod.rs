@@ -8,6 +8,7 @@ pub mod audit_record;
 pub mod connection;
 pub mod event;
 pub mod outbox;
+pub mod policy;
 pub mod principal;
 pub mod run;
 pub mod schedule_state;

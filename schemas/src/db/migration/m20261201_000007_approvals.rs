@@ -1,11 +1,11 @@
-//! Approval gates.
+//! Approval gates and workspace policies.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 
 use super::{index, unique_index};
 
-/// Creates `approvals`.
+/// Creates `approvals` and `policies`.
 #[derive(Debug, DeriveMigrationName)]
 pub struct Migration;
 
@@ -25,6 +25,15 @@ enum Approvals {
     DecidedAt,
     DecidedBy,
     Comment,
+}
+
+#[derive(DeriveIden)]
+enum Policies {
+    Table,
+    WorkspaceId,
+    Document,
+    UpdatedAt,
+    UpdatedBy,
 }
 
 #[async_trait::async_trait]
@@ -70,13 +79,27 @@ impl MigrationTrait for Migration {
                 [Approvals::WorkspaceId, Approvals::Status],
             ))
             .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Policies::Table)
+                    .if_not_exists()
+                    .col(uuid(Policies::WorkspaceId).primary_key())
+                    .col(json_binary(Policies::Document))
+                    .col(timestamp_with_time_zone(Policies::UpdatedAt))
+                    .col(string(Policies::UpdatedBy))
+                    .to_owned(),
+            )
+            .await?;
         Ok(())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .drop_table(Table::drop().table(Approvals::Table).if_exists().to_owned())
-            .await?;
+        for table in [Policies::Table.into_iden(), Approvals::Table.into_iden()] {
+            manager
+                .drop_table(Table::drop().table(table).if_exists().to_owned())
+                .await?;
+        }
         Ok(())
     }
 }
