@@ -11,8 +11,8 @@ use schemas::db::DEFAULT_WORKSPACE_ID;
 use schemas::db::entities::step_instance::NO_ITEM;
 use schemas::db::entities::{
     AttemptStatus, RunStatus, StepStatus, api_token, attempt, audit_head, audit_record, connection,
-    event, outbox, principal, run, schedule_state, secret, step_instance, workflow_version,
-    workspace,
+    event, oauth_state, outbox, principal, run, schedule_state, secret, step_instance,
+    workflow_version, workspace,
 };
 use schemas::db::migration::Migrator;
 use sea_orm::{
@@ -26,7 +26,7 @@ use switchyard_tests::{TestDatabase, for_each_backend};
 use uuid::Uuid;
 
 /// Every index the migrations name, by table.
-const INDEXES: [(&str, &str); 16] = [
+const INDEXES: [(&str, &str); 17] = [
     ("workflow_versions", "ux_workflow_versions_name_version"),
     ("runs", "ux_runs_idempotency"),
     ("runs", "ix_runs_status"),
@@ -43,15 +43,17 @@ const INDEXES: [(&str, &str); 16] = [
     ("api_tokens", "ux_api_tokens_digest"),
     ("api_tokens", "ix_api_tokens_principal"),
     ("audit_records", "ix_audit_records_run"),
+    ("oauth_states", "ix_oauth_states_expires"),
 ];
 
 /// Every migration, in order.
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     "m20261125_000001_initial",
     "m20261125_000002_triggers",
     "m20261125_000003_connections",
     "m20261201_000004_principals",
     "m20261201_000005_audit",
+    "m20261201_000006_oauth",
 ];
 
 /// Now, to the microsecond: PostgreSQL keeps no finer, so a value with nanoseconds would not
@@ -285,6 +287,7 @@ async fn every_entity_has_a_table_with_exactly_its_columns_and_indexes() -> Resu
         assert_matches_entity::<api_token::Entity>(&conn).await?;
         assert_matches_entity::<audit_record::Entity>(&conn).await?;
         assert_matches_entity::<audit_head::Entity>(&conn).await?;
+        assert_matches_entity::<oauth_state::Entity>(&conn).await?;
 
         let manager = SchemaManager::new(&conn);
         for (table, index) in INDEXES {
@@ -517,6 +520,7 @@ async fn rolling_back_then_migrating_again_gives_an_empty_schema() -> Result<()>
             "api_tokens",
             "audit_records",
             "audit_heads",
+            "oauth_states",
         ] {
             ensure!(
                 !manager.has_table(table).await?,

@@ -6,6 +6,7 @@ pub mod audit_head;
 pub mod audit_record;
 pub mod connection;
 pub mod event;
+pub mod oauth_state;
 pub mod outbox;
 pub mod principal;
 pub mod run;

@@ -15,6 +15,7 @@ mod m20261125_000002_triggers;
 mod m20261125_000003_connections;
 mod m20261201_000004_principals;
 mod m20261201_000005_audit;
+mod m20261201_000006_oauth;
 
 /// Key of the PostgreSQL advisory lock that serializes migrations between engine copies
 /// (the bytes of `"swyd.mig"`; any fixed value other software on the server does not use).
@@ -51,6 +52,7 @@ fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(m20261125_000003_connections::Migration),
         Box::new(m20261201_000004_principals::Migration),
         Box::new(m20261201_000005_audit::Migration),
+        Box::new(m20261201_000006_oauth::Migration),
     ]
 }
 
