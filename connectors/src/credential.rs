@@ -86,22 +86,39 @@ pub struct AuthParts {
 /// - `{"type": "bearer", "token": "…"}`
 /// - `{"type": "basic", "username": "…", "password": "…"}`
 /// - `{"type": "headers", "headers": {"X-Token": "…"}}`
+/// - `{"type": "oauth2_client", "token_url": "…", "client_id": "…", "client_secret": "…",
+///   "scopes"?: ["…"]}` (client credentials grant; the worker obtains tokens itself)
+/// - `{"type": "oauth2_code", "authorize_url": "…", "token_url": "…", "client_id": "…",
+///   "client_secret"?: "…", "scopes"?: ["…"]}` (authorization code with PKCE; a person
+///   authorizes it through `GET /v1/oauth/{connection}/start`)
+///
+/// For the OAuth types the URLs, client id and scopes are clear config (and later the access
+/// token's `expires_at`); the client secret, and later the access and refresh tokens, are
+/// sealed (see [`OAuthSecret`]).
 pub fn split_auth(auth: &Value) -> Result<AuthParts, CredentialError> {
     let obj = auth
         .as_object()
         .ok_or_else(|| err("must be an object with a `type`"))?;
-    let kind = obj
-        .get("type")
-        .and_then(Value::as_str)
-        .ok_or_else(|| err("`type` is required: api_key, bearer, basic or headers"))?;
+    let kind = obj.get("type").and_then(Value::as_str).ok_or_else(|| {
+        err("`type` is required: api_key, bearer, basic, headers, oauth2_client or oauth2_code")
+    })?;
     let allowed: &[&str] = match kind {
         "api_key" => &["type", "in", "name", "key"],
         "bearer" => &["type", "token"],
         "basic" => &["type", "username", "password"],
         "headers" => &["type", "headers"],
+        "oauth2_client" => &["type", "token_url", "client_id", "client_secret", "scopes"],
+        "oauth2_code" => &[
+            "type",
+            "authorize_url",
+            "token_url",
+            "client_id",
+            "client_secret",
+            "scopes",
+        ],
         other => {
             return Err(err(format!(
-                "type `{}` is not one of api_key, bearer, basic, headers",
+                "type `{}` is not one of api_key, bearer, basic, headers, oauth2_client, oauth2_code",
                 other.escape_debug()
             )));
         }
@@ -151,6 +168,43 @@ pub fn split_auth(auth: &Value) -> Result<AuthParts, CredentialError> {
             config: json!({}),
             secret: secret(json!({ "username": text("username")?, "password": text("password")? })),
         },
+        "oauth2_client" | "oauth2_code" => {
+            let mut config = Map::new();
+            if kind == "oauth2_code" {
+                config.insert(
+                    "authorize_url".into(),
+                    Value::String(http_url(text("authorize_url")?, "authorize_url")?),
+                );
+            }
+            config.insert(
+                "token_url".into(),
+                Value::String(http_url(text("token_url")?, "token_url")?),
+            );
+            config.insert("client_id".into(), Value::String(text("client_id")?.into()));
+            config.insert("scopes".into(), oauth_scopes(obj.get("scopes"))?);
+            let client_secret = if kind == "oauth2_client" {
+                Some(text("client_secret")?.to_owned())
+            } else {
+                match obj.get("client_secret") {
+                    None | Some(Value::Null) => None,
+                    Some(_) => Some(text("client_secret")?.to_owned()),
+                }
+            };
+            AuthParts {
+                auth_type: if kind == "oauth2_client" {
+                    "oauth2_client"
+                } else {
+                    "oauth2_code"
+                },
+                config: Value::Object(config),
+                secret: OAuthSecret {
+                    client_secret,
+                    access_token: None,
+                    refresh_token: None,
+                }
+                .to_json(),
+            }
+        }
         _ => {
             let headers = obj
                 .get("headers")
@@ -181,6 +235,175 @@ pub fn split_auth(auth: &Value) -> Result<AuthParts, CredentialError> {
             }
         }
     })
+}
+
+/// Most OAuth scopes one connection may ask for.
+pub const MAX_OAUTH_SCOPES: usize = 100;
+
+/// An `http` or `https` URL, as written.
+fn http_url(text: &str, what: &str) -> Result<String, CredentialError> {
+    match reqwest::Url::parse(text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+            Ok(text.to_owned())
+        }
+        _ => Err(err(format!("`{what}` must be an absolute http(s) URL"))),
+    }
+}
+
+/// The OAuth scopes to ask the provider for: strings without spaces (the wire form joins them
+/// with spaces, RFC 6749 §3.3).
+fn oauth_scopes(value: Option<&Value>) -> Result<Value, CredentialError> {
+    let bad = || {
+        err(format!(
+            "`scopes` must be an array of at most {MAX_OAUTH_SCOPES} strings without spaces"
+        ))
+    };
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok(json!([]));
+    };
+    let list = value.as_array().ok_or_else(bad)?;
+    if list.len() > MAX_OAUTH_SCOPES {
+        return Err(bad());
+    }
+    for scope in list {
+        let ok = scope.as_str().is_some_and(|s| {
+            !s.is_empty()
+                && s.len() <= 256
+                && s.bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        });
+        if !ok {
+            return Err(bad());
+        }
+    }
+    Ok(value.clone())
+}
+
+/// The sealed part of an OAuth connection: the client secret, and once tokens were issued,
+/// the access and refresh tokens. `Debug` shows none of them.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+pub struct OAuthSecret {
+    /// `client_secret`, for a confidential client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// The current access token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    /// The current refresh token (replaced when the provider rotates it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+}
+
+impl fmt::Debug for OAuthSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OAuthSecret")
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "access_token",
+                &self.access_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+impl Drop for OAuthSecret {
+    fn drop(&mut self) {
+        use zeroize::Zeroize as _;
+        for s in [
+            &mut self.client_secret,
+            &mut self.access_token,
+            &mut self.refresh_token,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            s.zeroize();
+        }
+    }
+}
+
+impl OAuthSecret {
+    /// Reads an opened secret.
+    pub fn from_json(secret: &str) -> Result<Self, CredentialError> {
+        serde_json::from_str(secret).map_err(|_| err("the stored secret is not readable"))
+    }
+
+    /// What is sealed.
+    pub fn to_json(&self) -> Zeroizing<String> {
+        Zeroizing::new(serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned()))
+    }
+}
+
+/// The clear part of an OAuth connection, as [`split_auth`] writes it and token refreshes
+/// update it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthConfig {
+    /// The authorize endpoint (`oauth2_code` only).
+    pub authorize_url: Option<String>,
+    /// The token endpoint.
+    pub token_url: String,
+    /// `client_id`.
+    pub client_id: String,
+    /// Scopes to ask for.
+    pub scopes: Vec<String>,
+    /// When the current access token expires, if one was issued with an expiry.
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl OAuthConfig {
+    /// Reads a connection's clear config.
+    pub fn from_config(config: &Value) -> Result<Self, CredentialError> {
+        let text = |field: &str| {
+            config[field]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| err(format!("the stored config has no `{field}`")))
+        };
+        Ok(OAuthConfig {
+            authorize_url: config["authorize_url"].as_str().map(str::to_owned),
+            token_url: text("token_url")?,
+            client_id: text("client_id")?,
+            scopes: config["scopes"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            expires_at: config["expires_at"]
+                .as_str()
+                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                .map(|t| t.with_timezone(&chrono::Utc)),
+        })
+    }
+
+    /// The config to store: `config` with `expires_at` set (or removed).
+    pub fn with_expiry(config: &Value, expires_at: Option<chrono::DateTime<chrono::Utc>>) -> Value {
+        let mut config = config.clone();
+        if let Some(map) = config.as_object_mut() {
+            match expires_at {
+                Some(at) => {
+                    map.insert(
+                        "expires_at".into(),
+                        Value::String(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                    );
+                }
+                None => {
+                    map.remove("expires_at");
+                }
+            }
+        }
+        config
+    }
 }
 
 fn err(m: impl Into<String>) -> CredentialError {
@@ -233,6 +456,7 @@ struct Stored {
     username: Option<String>,
     password: Option<String>,
     headers: Option<std::collections::BTreeMap<String, String>>,
+    access_token: Option<String>,
 }
 
 impl Credential {
@@ -262,6 +486,13 @@ impl Credential {
                 value: field(stored.key, "key")?,
             },
             "bearer" => Credential::Bearer(field(stored.token, "token")?),
+            // The worker refreshes the token before it rebuilds the credential.
+            "oauth2_client" | "oauth2_code" => Credential::Bearer(
+                stored
+                    .access_token
+                    .map(Zeroizing::new)
+                    .ok_or_else(|| err("the connection holds no access token yet"))?,
+            ),
             "basic" => Credential::Basic {
                 username: field(stored.username, "username")?,
                 password: field(stored.password, "password")?,
@@ -401,11 +632,81 @@ mod tests {
     }
 
     #[test]
+    fn oauth_auth_keeps_urls_and_client_id_clear_and_seals_the_client_secret() {
+        let parts = split_auth(&json!({
+            "type": "oauth2_code",
+            "authorize_url": "https://idp.example/authorize",
+            "token_url": "https://idp.example/token",
+            "client_id": "switchyard",
+            "client_secret": "s3cr3t-value",
+            "scopes": ["contacts.read", "offline_access"],
+        }))
+        .unwrap();
+        assert_eq!(parts.auth_type, "oauth2_code");
+        assert_eq!(parts.config["client_id"], "switchyard");
+        assert_eq!(parts.config["scopes"][1], "offline_access");
+        assert!(!parts.config.to_string().contains("s3cr3t"));
+        let secret = OAuthSecret::from_json(&parts.secret).unwrap();
+        assert_eq!(secret.client_secret.as_deref(), Some("s3cr3t-value"));
+        assert!(!format!("{secret:?}").contains("s3cr3t"));
+        // Not usable until a person authorizes it.
+        assert!(Credential::from_parts(parts.auth_type, &parts.config, &parts.secret).is_err());
+        let authorized = OAuthSecret {
+            access_token: Some("at-s3cr3t".into()),
+            client_secret: secret.client_secret.clone(),
+            refresh_token: None,
+        };
+        let c =
+            Credential::from_parts("oauth2_code", &parts.config, &authorized.to_json()).unwrap();
+        assert_eq!(c.header_names(), ["authorization"]);
+        let at = chrono::DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let config = OAuthConfig::with_expiry(&parts.config, Some(at));
+        let read = OAuthConfig::from_config(&config).unwrap();
+        assert_eq!(read.expires_at, Some(at));
+        assert_eq!(
+            read.authorize_url.as_deref(),
+            Some("https://idp.example/authorize")
+        );
+        let public = split_auth(&json!({
+            "type": "oauth2_code",
+            "authorize_url": "https://idp.example/authorize",
+            "token_url": "https://idp.example/token",
+            "client_id": "switchyard",
+        }))
+        .unwrap();
+        assert_eq!(public.config["scopes"], json!([]));
+        assert!(
+            OAuthSecret::from_json(&public.secret)
+                .unwrap()
+                .client_secret
+                .is_none()
+        );
+    }
+
+    #[test]
     fn bad_auth_objects_say_what_is_wrong_without_quoting_secrets() {
         for (auth, expect) in [
             (json!("token"), "object"),
             (json!({ "token": "x" }), "`type` is required"),
             (json!({ "type": "oauth" }), "not one of"),
+            (
+                json!({ "type": "oauth2_client", "token_url": "ftp://x/t", "client_id": "c", "client_secret": "s3cr3t" }),
+                "`token_url` must be an absolute http(s) URL",
+            ),
+            (
+                json!({ "type": "oauth2_client", "token_url": "https://x/t", "client_id": "c" }),
+                "`client_secret` is required",
+            ),
+            (
+                json!({ "type": "oauth2_code", "token_url": "https://x/t", "client_id": "c" }),
+                "`authorize_url` is required",
+            ),
+            (
+                json!({ "type": "oauth2_code", "authorize_url": "https://x/a", "token_url": "https://x/t", "client_id": "c", "scopes": ["a b"] }),
+                "`scopes` must be",
+            ),
             (json!({ "type": "bearer" }), "`token` is required"),
             (
                 json!({ "type": "bearer", "token": "x", "extra": 1 }),

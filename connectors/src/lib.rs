@@ -12,6 +12,8 @@
 //! - [`error`]: [`ActionError`], with a stable code from `schemas::envelope::ErrorCode`.
 //! - [`credential`]: a connection's `auth` split into clear config and a sealed secret, and
 //!   applied to a request; scrubbing of secrets from outputs.
+//! - [`oauth`]: the OAuth 2.0 token endpoint client (authorization code with PKCE, client
+//!   credentials, refresh), its failures classified by status and `error` code.
 //! - [`redact`]: secret-looking keys and values taken out of what the audit ledger stores.
 //!
 //! This crate knows nothing of NATS or the engine.
@@ -21,6 +23,7 @@ pub mod credential;
 pub mod error;
 pub mod http;
 pub mod manifest;
+pub mod oauth;
 pub mod redact;
 pub mod registry;
 

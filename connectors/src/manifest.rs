@@ -21,8 +21,8 @@ pub enum AuthType {
     #[serde(rename = "oauth2_code")]
     OAuth2Code,
     /// OAuth 2.0 client credentials.
-    #[serde(rename = "oauth2_client_credentials")]
-    OAuth2ClientCredentials,
+    #[serde(rename = "oauth2_client")]
+    OAuth2Client,
     /// A service account's signed JWT bearer grant.
     ServiceAccount,
 }

@@ -30,6 +30,8 @@ static BUILTIN: &[Manifest] = &[
             AuthType::Bearer,
             AuthType::Basic,
             AuthType::Headers,
+            AuthType::OAuth2Client,
+            AuthType::OAuth2Code,
         ],
         requires_connection: false,
         default_base_url: "",

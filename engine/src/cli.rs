@@ -100,6 +100,11 @@ pub enum Command {
         /// Address of the HTTP API.
         #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// The engine's base URL as browsers and OAuth providers reach it, e.g.
+        /// `https://switchyard.example.com`; OAuth's `redirect_uri` is this plus
+        /// `/v1/oauth/callback`. Default: `http://{listen}`.
+        #[arg(long, env = "SWITCHYARD_PUBLIC_URL")]
+        public_url: Option<String>,
         /// Result batches recorded at once on PostgreSQL. One keeps batches largest; more can
         /// help when the database has cores to spare.
         #[arg(long, env = "SWITCHYARD_RESULT_RECORDERS", default_value_t = 1)]
@@ -450,7 +455,7 @@ fn async_main(command: Command) -> ExitCode {
                     }
                 }
             }
-            Command::Engine { nats_url, database_url, listen, result_recorders, master_key, master_key_file, webhook_workspace_rate } => {
+            Command::Engine { nats_url, database_url, listen, public_url, result_recorders, master_key, master_key_file, webhook_workspace_rate } => {
                 let keyring = match load_keyring(master_key, master_key_file.as_deref()) {
                     Ok(k) => k,
                     Err(e) => {
@@ -465,6 +470,7 @@ fn async_main(command: Command) -> ExitCode {
                     nats_url,
                     database_url,
                     listen,
+                    public_url,
                     result_recorders,
                     keyring: keyring.map(std::sync::Arc::new),
                     webhook_workspace_rate: (webhook_workspace_rate > 0).then_some(crate::triggers::limit::Rate {

@@ -6,6 +6,8 @@
 //! never returned by any API; its clear part (where a key goes, header names) is kept beside
 //! it. Rotating replaces the sealed part; revoking erases it and marks the connection
 //! `revoked`, so the next step that uses it fails `connection_revoked` before any request.
+//! An `oauth2_code` connection starts `pending` and becomes `active` through the flow in
+//! [`crate::oauth`]; a worker that meets `invalid_grant` marks it `needs_reauth`.
 
 use chrono::Utc;
 use connectors::Registry;
@@ -146,7 +148,7 @@ pub async fn create<C: ConnectionTrait>(
         name: Set(new.name.clone()),
         connector: Set(new.connector),
         auth_type: Set(parts.auth_type.to_owned()),
-        status: Set(ConnectionStatus::Active),
+        status: Set(initial_status(parts.auth_type)),
         scopes: Set(json!(new.scopes)),
         config: Set(parts.config),
         key_version: Set(Some(version)),
@@ -161,6 +163,17 @@ pub async fn create<C: ConnectionTrait>(
         Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => ConnectionError::Exists(new.name),
         _ => ConnectionError::Db(e),
     })
+}
+
+/// The status of a connection given new credentials: `pending` for `oauth2_code`, whose
+/// tokens come only once a person authorizes it (`GET /v1/oauth/{name}/start`); `active`
+/// otherwise (an `oauth2_client` connection gets its tokens from the first step that uses it).
+fn initial_status(auth_type: &str) -> ConnectionStatus {
+    if auth_type == "oauth2_code" {
+        ConnectionStatus::Pending
+    } else {
+        ConnectionStatus::Active
+    }
 }
 
 fn check_scopes(scopes: &[String]) -> Result<(), ConnectionError> {
@@ -202,7 +215,8 @@ pub async fn list(
 }
 
 /// Replaces a connection's credentials (same auth type or another the connector takes); no
-/// workflow changes. A revoked connection becomes active again.
+/// workflow changes. A revoked connection becomes active again (or `pending`, for
+/// `oauth2_code`: its tokens are gone with the old secret until a person authorizes it).
 pub async fn rotate<C: ConnectionTrait>(
     db: &C,
     keyring: Option<&Keyring>,
@@ -234,7 +248,7 @@ pub async fn rotate<C: ConnectionTrait>(
     let mut active: connection::ActiveModel = row.into();
     active.auth_type = Set(parts.auth_type.to_owned());
     active.config = Set(parts.config);
-    active.status = Set(ConnectionStatus::Active);
+    active.status = Set(initial_status(parts.auth_type));
     active.key_version = Set(Some(version));
     active.wrapped_key = Set(Some(wrapped_key));
     active.ciphertext = Set(Some(ciphertext));

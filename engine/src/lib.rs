@@ -14,6 +14,8 @@
 //! - [`audit`]: the hash-chained ledger of every integration call and administrative change.
 //! - [`auth`]: principals, bearer tokens and the role each API route needs.
 //! - [`connections`]: accounts on external systems; credentials sealed, resolved by workers.
+//! - [`oauth`]: the OAuth 2.0 authorization code flow with PKCE (`/v1/oauth/…`) that makes
+//!   an `oauth2_code` connection active; workers refresh its tokens.
 //! - [`vault`] and [`secrets`]: secrets sealed with envelope encryption, opened only in memory.
 //! - [`keys`]: master key rotation, re-wrapping secrets and credentials under the current key
 //!   in batches while engines and workers keep opening them (`switchyard admin rotate-key`).
@@ -39,6 +41,7 @@ pub mod client;
 pub mod connections;
 pub mod dev;
 pub mod keys;
+pub mod oauth;
 pub mod planner;
 pub mod policy;
 pub mod progress;

@@ -54,6 +54,11 @@ pub struct EngineConfig {
     /// Webhook deliveries admitted per workspace by this engine process (`None`: no limit).
     #[serde(skip)]
     pub webhook_workspace_rate: Option<Rate>,
+    /// The engine's base URL as browsers and OAuth providers reach it
+    /// (`SWITCHYARD_PUBLIC_URL`), e.g. `https://switchyard.example.com`; the OAuth
+    /// `redirect_uri` is this plus `/v1/oauth/callback`. `None`: `http://{listen}` (the
+    /// bound address).
+    pub public_url: Option<String>,
 }
 
 mod humanish {
@@ -87,6 +92,7 @@ impl Default for EngineConfig {
             schedule_tick: Duration::from_secs(1),
             keyring: None,
             webhook_workspace_rate: Some(DEFAULT_WORKSPACE_WEBHOOK_RATE),
+            public_url: None,
         }
     }
 }
@@ -141,6 +147,10 @@ pub struct Shared {
     pub token_use: Arc<crate::auth::TokenUse>,
     /// Tokens checked recently.
     pub token_cache: Arc<crate::auth::TokenCache>,
+    /// The engine's public base URL, without a trailing `/` (see [`EngineConfig::public_url`]).
+    pub public_url: Arc<str>,
+    /// HTTP client for OAuth token endpoints (follows no redirects).
+    pub oauth_http: reqwest::Client,
 }
 
 /// Connects to a database and brings its schema up to date.
@@ -206,6 +216,19 @@ pub async fn run(
         secrets: Arc::default(),
         token_use: Arc::default(),
         token_cache: Arc::default(),
+        public_url: config
+            .public_url
+            .as_deref()
+            .map_or_else(
+                || format!("http://{addr}"),
+                |u| u.trim_end_matches('/').to_owned(),
+            )
+            .into(),
+        oauth_http: {
+            // A no-op when the process installed the crypto provider already (the CLI does).
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            connectors::oauth::new_token_client()
+        },
     };
     let relay = tokio::spawn(relay_loop(shared.clone(), js.clone(), stop_rx.clone()));
     let events = tokio::spawn(crate::triggers::events::consume(

@@ -254,6 +254,10 @@ async fn every_route_needs_a_token_and_its_role() -> Result<()> {
         ),
         (call(Method::GET, "/v1/tokens", Body::None), "admin"),
         (call(Method::GET, "/v1/audit", Body::None), "admin"),
+        (
+            call(Method::GET, "/v1/oauth/crm/start", Body::None),
+            "admin",
+        ),
         (call(Method::GET, "/v1/audit/verify", Body::None), "admin"),
         (
             call(Method::PUT, "/v1/policy", Body::Json(json!({}))),

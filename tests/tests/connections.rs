@@ -390,7 +390,7 @@ async fn connections_are_checked_when_created_and_when_a_workflow_is_applied() -
             "`token` is required",
         ),
         (
-            json!({ "name": "x", "connector": "http", "auth": { "type": "oauth2_code" } }),
+            json!({ "name": "x", "connector": "http", "auth": { "type": "oauth" } }),
             "not one of",
         ),
         (

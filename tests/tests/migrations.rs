@@ -11,8 +11,8 @@ use schemas::db::DEFAULT_WORKSPACE_ID;
 use schemas::db::entities::step_instance::NO_ITEM;
 use schemas::db::entities::{
     AttemptStatus, RunStatus, StepStatus, api_token, approval, attempt, audit_head, audit_record,
-    connection, event, outbox, policy, principal, run, schedule_state, secret, step_instance,
-    workflow_version, workspace,
+    connection, event, oauth_state, outbox, policy, principal, run, schedule_state, secret,
+    step_instance, workflow_version, workspace,
 };
 use schemas::db::migration::Migrator;
 use sea_orm::{
@@ -26,7 +26,7 @@ use switchyard_tests::{TestDatabase, for_each_backend};
 use uuid::Uuid;
 
 /// Every index the migrations name, by table.
-const INDEXES: [(&str, &str); 18] = [
+const INDEXES: [(&str, &str); 19] = [
     ("workflow_versions", "ux_workflow_versions_name_version"),
     ("runs", "ux_runs_idempotency"),
     ("runs", "ix_runs_status"),
@@ -45,15 +45,17 @@ const INDEXES: [(&str, &str); 18] = [
     ("audit_records", "ix_audit_records_run"),
     ("approvals", "ux_approvals_step"),
     ("approvals", "ix_approvals_pending"),
+    ("oauth_states", "ix_oauth_states_expires"),
 ];
 
 /// Every migration, in order.
-const MIGRATIONS: [&str; 6] = [
+const MIGRATIONS: [&str; 7] = [
     "m20261125_000001_initial",
     "m20261125_000002_triggers",
     "m20261125_000003_connections",
     "m20261201_000004_principals",
     "m20261201_000005_audit",
+    "m20261201_000006_oauth",
     "m20261201_000007_approvals",
 ];
 
@@ -290,6 +292,7 @@ async fn every_entity_has_a_table_with_exactly_its_columns_and_indexes() -> Resu
         assert_matches_entity::<audit_head::Entity>(&conn).await?;
         assert_matches_entity::<approval::Entity>(&conn).await?;
         assert_matches_entity::<policy::Entity>(&conn).await?;
+        assert_matches_entity::<oauth_state::Entity>(&conn).await?;
 
         let manager = SchemaManager::new(&conn);
         for (table, index) in INDEXES {
@@ -524,6 +527,7 @@ async fn rolling_back_then_migrating_again_gives_an_empty_schema() -> Result<()>
             "audit_heads",
             "approvals",
             "policies",
+            "oauth_states",
         ] {
             ensure!(
                 !manager.has_table(table).await?,

@@ -4,22 +4,44 @@
 //! Step messages carry only the connection's id. The row is read for every step, so a
 //! connection revoked a moment ago fails the next step with `connection_revoked` before any
 //! request leaves, and rotated credentials are used from the next step on.
+//!
+//! # OAuth tokens
+//! An `oauth2_client` or `oauth2_code` connection holds an access token that expires. A
+//! worker that finds it expiring within [`REFRESH_BEFORE`] refreshes it, at most once at a
+//! time per connection across the whole fleet: it opens a transaction, locks the connection
+//! row (`SELECT … FOR UPDATE` on PostgreSQL; on SQLite a `BEGIN IMMEDIATE` transaction, the
+//! database's one writer lock), and reads it again. If another worker refreshed it meanwhile,
+//! it uses that token; otherwise it asks the token endpoint (`refresh_token` grant, or
+//! `client_credentials`) and stores the new access token, its expiry and any rotated refresh
+//! token in the same transaction. `invalid_grant` marks the connection `needs_reauth` and
+//! fails the step `needs_reauth` without calling the API; a token endpoint that is down fails
+//! it `upstream_unavailable`, which the engine retries. Refreshes are not written to the
+//! audit ledger (the engine owns it); the step's own attempt record is.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{TimeDelta, Utc};
 use connectors::Credential;
+use connectors::credential::{OAuthConfig, OAuthSecret};
+use connectors::oauth::{self, Grant, TokenError};
 use schemas::db::entities::connection::{self, ConnectionStatus};
 use schemas::envelope::{ErrorCode, StepMessage};
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, sea_query::Expr};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
+    QuerySelect, Set, SqliteTransactionMode, TransactionOptions, TransactionTrait, sea_query::Expr,
+};
 use uuid::Uuid;
+use zeroize::Zeroizing;
 
 use crate::vault::{Aad, Keyring, Sealed};
 
 /// The `kind` connection credentials are sealed under (see [`Aad`]).
 pub const KIND: &str = "connection";
+
+/// An OAuth access token expiring sooner than this is refreshed before the step uses it.
+pub const REFRESH_BEFORE: TimeDelta = TimeDelta::seconds(60);
 
 /// How often a worker records that it used a connection.
 const LAST_USED_EVERY: Duration = Duration::from_secs(60);
@@ -87,6 +109,8 @@ pub(crate) fn missing_scopes(action: &str, granted: &serde_json::Value) -> Vec<&
 pub(crate) struct Resolver {
     access: Option<ConnectionAccess>,
     last_used: Mutex<HashMap<Uuid, Instant>>,
+    /// For token endpoints; built on first use (after the process installed its TLS provider).
+    token_http: std::sync::OnceLock<reqwest::Client>,
 }
 
 /// Why a step's connection cannot be used; the step fails with this code and message.
@@ -97,6 +121,7 @@ impl Resolver {
         Resolver {
             access,
             last_used: Mutex::default(),
+            token_http: std::sync::OnceLock::new(),
         }
     }
 
@@ -121,23 +146,10 @@ impl Resolver {
                     format!("reading the step's connection failed: {e}"),
                 )
             })?;
-        let revoked = || {
-            (
-                ErrorCode::ConnectionRevoked,
-                "the step's connection was revoked or deleted; no request was made".to_owned(),
-            )
-        };
         let Some(row) = row else {
             return Err(revoked());
         };
-        let (Some(version), Some(wrapped_key), Some(ciphertext)) =
-            (row.key_version, row.wrapped_key, row.ciphertext)
-        else {
-            return Err(revoked());
-        };
-        if row.status != ConnectionStatus::Active {
-            return Err(revoked());
-        }
+        usable(&row)?;
         let missing = missing_scopes(&step.action, &row.scopes);
         if !missing.is_empty() {
             return Err((
@@ -149,30 +161,154 @@ impl Resolver {
                 ),
             ));
         }
-        let sealed = Sealed {
-            key_version: u32::try_from(version).unwrap_or(0),
-            wrapped_key,
-            ciphertext,
+        let text = open(access, &row)?;
+        let credential = if is_oauth(&row.auth_type) {
+            let (config, secret) = oauth_parts(&row, &text)?;
+            drop(text);
+            if fresh(&config, &secret) {
+                Credential::from_parts(&row.auth_type, &row.config, &secret.to_json())
+                    .map_err(|e| (ErrorCode::Internal, e.to_string()))?
+            } else {
+                self.refresh(access, &row).await?
+            }
+        } else {
+            Credential::from_parts(&row.auth_type, &row.config, &text)
+                .map_err(|e| (ErrorCode::Internal, e.to_string()))?
         };
-        let secret = access
+        self.touch(access, id);
+        Ok(Some(Arc::new(credential)))
+    }
+
+    /// Refreshes the OAuth tokens of `stale` (read without a lock), or uses the ones another
+    /// worker stored meanwhile. See the module docs.
+    async fn refresh(
+        &self,
+        access: &ConnectionAccess,
+        stale: &connection::Model,
+    ) -> Result<Credential, Refusal> {
+        let db = &access.db;
+        let backend = db.get_database_backend();
+        let tx = if backend == DbBackend::Sqlite {
+            db.begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..TransactionOptions::default()
+            })
+            .await
+        } else {
+            db.begin().await
+        }
+        .map_err(db_unavailable)?;
+        let mut query = connection::Entity::find_by_id(stale.id)
+            .filter(connection::Column::WorkspaceId.eq(stale.workspace_id));
+        if backend == DbBackend::Postgres {
+            query = query.lock_exclusive();
+        }
+        let row = query
+            .one(&tx)
+            .await
+            .map_err(db_unavailable)?
+            .ok_or_else(revoked)?;
+        // Re-checked under the lock: another worker may have refreshed it, or found it needs
+        // a person, while this one waited.
+        usable(&row)?;
+        let text = open(access, &row)?;
+        let (config, secret) = oauth_parts(&row, &text)?;
+        drop(text);
+        if fresh(&config, &secret) {
+            let _ = tx.rollback().await;
+            return Credential::from_parts(&row.auth_type, &row.config, &secret.to_json())
+                .map_err(|e| (ErrorCode::Internal, e.to_string()));
+        }
+        let grant = if row.auth_type == "oauth2_client" {
+            Some(Grant::ClientCredentials {
+                scopes: &config.scopes,
+            })
+        } else {
+            secret
+                .refresh_token
+                .as_deref()
+                .map(|refresh_token| Grant::RefreshToken { refresh_token })
+        };
+        let answer = match &grant {
+            Some(grant) => {
+                let http = self
+                    .token_http
+                    .get_or_init(connectors::oauth::new_token_client);
+                oauth::request_token(
+                    http,
+                    &oauth::Client {
+                        token_url: &config.token_url,
+                        client_id: &config.client_id,
+                        client_secret: secret.client_secret.as_deref(),
+                    },
+                    grant,
+                )
+                .await
+            }
+            // The access token expired and there is nothing to renew it with.
+            None => Err(TokenError::InvalidGrant),
+        };
+        let tokens = match answer {
+            Ok(tokens) => tokens,
+            Err(TokenError::InvalidGrant) => {
+                let mut active: connection::ActiveModel = row.clone().into();
+                active.status = Set(ConnectionStatus::NeedsReauth);
+                active.updated_at = Set(Utc::now());
+                active.update(&tx).await.map_err(db_unavailable)?;
+                tx.commit().await.map_err(db_unavailable)?;
+                tracing::warn!(connection_id = %row.id, "oauth grant refused: connection needs reauthorization");
+                return Err(needs_reauth(&row));
+            }
+            Err(e) => {
+                let _ = tx.rollback().await;
+                let code = if e.is_retryable() {
+                    ErrorCode::UpstreamUnavailable
+                } else {
+                    ErrorCode::Unauthorized
+                };
+                return Err((
+                    code,
+                    format!(
+                        "refreshing the connection's OAuth token failed: {e}; no request was made"
+                    ),
+                ));
+            }
+        };
+        let now = Utc::now();
+        let expires_at = tokens
+            .expires_in
+            .and_then(|d| TimeDelta::from_std(d).ok())
+            .map(|d| now + d);
+        let stored = OAuthSecret {
+            client_secret: secret.client_secret.clone(),
+            access_token: Some(tokens.access_token.to_string()),
+            // A provider that rotates refresh tokens sends a new one; the old one is then
+            // spent. One that does not keeps the old one valid.
+            refresh_token: tokens
+                .refresh_token
+                .as_ref()
+                .map(|t| t.to_string())
+                .or_else(|| secret.refresh_token.clone()),
+        };
+        let sealed = access
             .keyring
-            .open(&aad(row.workspace_id, row.id), &sealed)
+            .seal(&aad(row.workspace_id, row.id), stored.to_json().as_bytes())
             .map_err(|e| {
                 (
                     ErrorCode::Internal,
-                    format!("the connection's credentials cannot be opened: {e}"),
+                    format!("sealing the refreshed token failed: {e}"),
                 )
             })?;
-        let text = std::str::from_utf8(&secret).map_err(|_| {
-            (
-                ErrorCode::Internal,
-                "the connection's credentials are not readable".to_owned(),
-            )
-        })?;
-        let credential = Credential::from_parts(&row.auth_type, &row.config, text)
-            .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
-        self.touch(access, id);
-        Ok(Some(Arc::new(credential)))
+        let mut active: connection::ActiveModel = row.clone().into();
+        active.config = Set(OAuthConfig::with_expiry(&row.config, expires_at));
+        active.key_version = Set(Some(i32::try_from(sealed.key_version).unwrap_or(i32::MAX)));
+        active.wrapped_key = Set(Some(sealed.wrapped_key));
+        active.ciphertext = Set(Some(sealed.ciphertext));
+        active.updated_at = Set(now);
+        active.update(&tx).await.map_err(db_unavailable)?;
+        tx.commit().await.map_err(db_unavailable)?;
+        tracing::info!(connection_id = %row.id, rotated = tokens.refresh_token.is_some(), "oauth token refreshed");
+        Ok(Credential::Bearer(tokens.access_token))
     }
 
     /// Records the use, at most once a minute per connection, without holding up the step.
@@ -204,8 +340,103 @@ impl Resolver {
     }
 }
 
+fn revoked() -> Refusal {
+    (
+        ErrorCode::ConnectionRevoked,
+        "the step's connection was revoked or deleted; no request was made".to_owned(),
+    )
+}
+
+fn needs_reauth(row: &connection::Model) -> Refusal {
+    (
+        ErrorCode::NeedsReauth,
+        format!(
+            "connection `{}` must be authorized again (an admin opens GET /v1/oauth/{}/start); no request was made",
+            row.name, row.name
+        ),
+    )
+}
+
+fn db_unavailable(e: sea_orm::DbErr) -> Refusal {
+    (
+        ErrorCode::UpstreamUnavailable,
+        format!("reading the step's connection failed: {e}"),
+    )
+}
+
+/// Refuses a connection whose status does not allow use.
+fn usable(row: &connection::Model) -> Result<(), Refusal> {
+    match row.status {
+        ConnectionStatus::Active => Ok(()),
+        ConnectionStatus::Revoked => Err(revoked()),
+        ConnectionStatus::NeedsReauth => Err(needs_reauth(row)),
+        ConnectionStatus::Pending => Err((
+            ErrorCode::NeedsReauth,
+            format!(
+                "connection `{}` has not been authorized yet (an admin opens GET /v1/oauth/{}/start); no request was made",
+                row.name, row.name
+            ),
+        )),
+    }
+}
+
+/// Opens the row's sealed credentials.
+fn open(access: &ConnectionAccess, row: &connection::Model) -> Result<Zeroizing<String>, Refusal> {
+    let (Some(version), Some(wrapped_key), Some(ciphertext)) =
+        (row.key_version, &row.wrapped_key, &row.ciphertext)
+    else {
+        return Err(revoked());
+    };
+    let sealed = Sealed {
+        key_version: u32::try_from(version).unwrap_or(0),
+        wrapped_key: wrapped_key.clone(),
+        ciphertext: ciphertext.clone(),
+    };
+    let secret = access
+        .keyring
+        .open(&aad(row.workspace_id, row.id), &sealed)
+        .map_err(|e| {
+            (
+                ErrorCode::Internal,
+                format!("the connection's credentials cannot be opened: {e}"),
+            )
+        })?;
+    let text = std::str::from_utf8(&secret).map_err(|_| {
+        (
+            ErrorCode::Internal,
+            "the connection's credentials are not readable".to_owned(),
+        )
+    })?;
+    Ok(Zeroizing::new(text.to_owned()))
+}
+
+fn is_oauth(auth_type: &str) -> bool {
+    matches!(auth_type, "oauth2_client" | "oauth2_code")
+}
+
+fn oauth_parts(
+    row: &connection::Model,
+    secret: &str,
+) -> Result<(OAuthConfig, OAuthSecret), Refusal> {
+    let internal =
+        |e: connectors::credential::CredentialError| (ErrorCode::Internal, e.to_string());
+    Ok((
+        OAuthConfig::from_config(&row.config).map_err(internal)?,
+        OAuthSecret::from_json(secret).map_err(internal)?,
+    ))
+}
+
+/// Whether the access token may be used as it is: present, and not expiring within
+/// [`REFRESH_BEFORE`] (a token issued without `expires_in` is used until refused).
+fn fresh(config: &OAuthConfig, secret: &OAuthSecret) -> bool {
+    secret.access_token.is_some()
+        && config
+            .expires_at
+            .is_none_or(|at| at - Utc::now() > REFRESH_BEFORE)
+}
+
 #[cfg(test)]
-mod tests {
+mod scope_tests {
     use serde_json::json;
 
     use super::missing_scopes;

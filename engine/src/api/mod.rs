@@ -70,6 +70,8 @@ pub fn router(shared: Shared) -> Router {
             post(approvals::approve),
         )
         .route("/v1/runs/{id}/steps/{step}/reject", post(approvals::reject))
+        .route("/v1/oauth/callback", get(oauth_callback))
+        .route("/v1/oauth/{connection}/start", get(oauth_start))
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/export", get(audit::export))
         .route("/v1/audit/verify", get(audit::verify))
@@ -956,4 +958,97 @@ async fn revoke_connection(
     record(&tx, &caller, "connection.revoked", connection_details(&row)).await?;
     tx.commit().await?;
     Ok(Json(connection_json(&s, &row).await?))
+}
+
+impl From<crate::oauth::OAuthError> for ApiError {
+    fn from(e: crate::oauth::OAuthError) -> Self {
+        use crate::oauth::OAuthError;
+        use connectors::oauth::TokenError;
+        match e {
+            OAuthError::NotFound(name) => ApiError::not_found(format!("connection `{name}`")),
+            OAuthError::NotCodeFlow(_) | OAuthError::BadCallback(_) => {
+                ApiError::new(ApiErrorCode::InvalidInput, e.to_string())
+            }
+            OAuthError::NoKeyring => ApiError::new(ApiErrorCode::Unavailable, e.to_string()),
+            OAuthError::Token(ref t) => match t {
+                TokenError::Unavailable(_) => {
+                    ApiError::new(ApiErrorCode::Unavailable, e.to_string())
+                }
+                TokenError::InvalidGrant
+                | TokenError::Rejected { .. }
+                | TokenError::Malformed(_)
+                | TokenError::BadUrl => ApiError::new(ApiErrorCode::InvalidInput, e.to_string()),
+            },
+            OAuthError::Db(db) => ApiError::from(db),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+/// `GET /v1/oauth/{connection}/start`: answers 302 to the provider's authorize URL. The
+/// issue's `{connector}` is the connection's name here: the authorize URL, client and scopes
+/// belong to a connection, and one connector may have several.
+async fn oauth_start(
+    State(s): State<Shared>,
+    Auth(caller, ..): Auth<Admin>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let location = crate::oauth::start(
+        &s.db,
+        s.keyring.as_deref(),
+        caller.workspace_id,
+        &name,
+        &caller.name,
+        &s.public_url,
+    )
+    .await?;
+    Ok((
+        StatusCode::FOUND,
+        [(axum::http::header::LOCATION, location)],
+    ))
+}
+
+#[derive(Deserialize)]
+struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+}
+
+/// `GET /v1/oauth/callback?code&state`: no bearer token, the `state` authenticates it.
+async fn oauth_callback(
+    State(s): State<Shared>,
+    q: Result<Query<CallbackQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q?;
+    let Some(state) = q.state.filter(|s| !s.is_empty()) else {
+        return Err(ApiError::new(
+            ApiErrorCode::InvalidInput,
+            "the callback has no `state`",
+        ));
+    };
+    if let Some(error) = q.error {
+        // The provider refused (RFC 6749 §4.1.2.1). The state stays unused until it expires;
+        // starting again makes a new one.
+        return Err(ApiError::new(
+            ApiErrorCode::InvalidInput,
+            format!(
+                "the provider did not authorize the connection: `{}`",
+                error.chars().take(64).collect::<String>().escape_debug()
+            ),
+        ));
+    }
+    let Some(code) = q.code.filter(|c| !c.is_empty()) else {
+        return Err(ApiError::new(
+            ApiErrorCode::InvalidInput,
+            "the callback has no `code`",
+        ));
+    };
+    let row =
+        crate::oauth::callback(&s.db, s.keyring.as_deref(), &s.oauth_http, &code, &state).await?;
+    Ok(Json(json!({
+        "connection": row.name,
+        "status": row.status,
+        "message": "the connection is authorized; you can close this window",
+    })))
 }

@@ -16,13 +16,14 @@ pub struct Model {
     pub name: String,
     /// Connector, e.g. `http`.
     pub connector: String,
-    /// `api_key`, `bearer`, `basic` or `headers`.
+    /// `api_key`, `bearer`, `basic`, `headers`, `oauth2_client` or `oauth2_code`.
     pub auth_type: String,
-    /// `active` or `revoked`.
+    /// `pending`, `active`, `needs_reauth` or `revoked`.
     pub status: ConnectionStatus,
     /// Scopes granted, a JSON array of strings.
     pub scopes: Json,
-    /// The clear part of the auth (where a key goes, header names); never a secret.
+    /// The clear part of the auth (where a key goes, header names, OAuth endpoints, client id,
+    /// scopes and the access token's `expires_at`); never a secret.
     pub config: Json,
     /// Version of the master key wrapping the data key; `None` once revoked.
     pub key_version: Option<i32>,
@@ -54,12 +55,20 @@ pub struct Model {
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
 #[serde(rename_all = "snake_case")]
 pub enum ConnectionStatus {
+    /// Created with `oauth2_code` and not yet authorized by a person; steps using it fail
+    /// `needs_reauth`.
+    #[sea_orm(string_value = "pending")]
+    Pending,
     /// Usable.
     #[sea_orm(string_value = "active")]
     Active,
     /// Disconnected: its credentials are erased and steps using it fail `connection_revoked`.
     #[sea_orm(string_value = "revoked")]
     Revoked,
+    /// The provider refused its refresh token (`invalid_grant`): a person must authorize it
+    /// again; steps using it fail `needs_reauth` without calling the provider.
+    #[sea_orm(string_value = "needs_reauth")]
+    NeedsReauth,
 }
 
 /// No relations.

@@ -7,6 +7,7 @@ pub mod audit_head;
 pub mod audit_record;
 pub mod connection;
 pub mod event;
+pub mod oauth_state;
 pub mod outbox;
 pub mod policy;
 pub mod principal;

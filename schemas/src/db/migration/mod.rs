@@ -15,6 +15,7 @@ mod m20261125_000002_triggers;
 mod m20261125_000003_connections;
 mod m20261201_000004_principals;
 mod m20261201_000005_audit;
+mod m20261201_000006_oauth;
 mod m20261201_000007_approvals;
 
 /// Key of the PostgreSQL advisory lock that serializes migrations between engine copies
@@ -52,6 +53,7 @@ fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(m20261125_000003_connections::Migration),
         Box::new(m20261201_000004_principals::Migration),
         Box::new(m20261201_000005_audit::Migration),
+        Box::new(m20261201_000006_oauth::Migration),
         Box::new(m20261201_000007_approvals::Migration),
     ]
 }

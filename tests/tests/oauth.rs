@@ -1,0 +1,518 @@
+//! OAuth 2.0 connections through a real engine, real workers, a real nats-server and real
+//! databases, against a fake provider over real HTTP that speaks RFC 6749 and RFC 7636 as
+//! written: form-encoded token requests with HTTP Basic client authentication, JSON token
+//! responses, `{"error": "invalid_grant"}` with 400, S256 code challenges it checks itself,
+//! and refresh tokens it rotates (an old one is refused).
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use common::{Stack, WAIT, step};
+use serde_json::{Value, json};
+use switchyard_tests::Backend;
+
+const CLIENT_ID: &str = "switchyard-test";
+const CLIENT_SECRET: &str = "client-s3cret/with+chars";
+
+/// One token request as the provider received it.
+#[derive(Debug, Clone)]
+struct TokenRequest {
+    form: HashMap<String, String>,
+}
+
+#[derive(Default)]
+struct ProviderState {
+    /// Issued codes: code → (challenge, redirect_uri).
+    codes: HashMap<String, (String, String)>,
+    /// Whether a code exchange presented the verifier of its challenge.
+    pkce_verified: bool,
+    /// The one refresh token accepted (rotation spends it).
+    refresh_token: Option<String>,
+    /// Access tokens the API accepts.
+    access_tokens: Vec<String>,
+    /// `expires_in` of the next tokens issued, front first; 3600 once empty.
+    expires_in: Vec<u64>,
+    /// Refuse every refresh with `invalid_grant`.
+    refuse_refresh: bool,
+    token_requests: Vec<TokenRequest>,
+    /// The bearer token of every API call.
+    api_calls: Vec<String>,
+    issued: u32,
+}
+
+#[derive(Default)]
+struct Provider(Mutex<ProviderState>);
+
+impl Provider {
+    fn state(&self) -> std::sync::MutexGuard<'_, ProviderState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn grants(&self, grant_type: &str) -> Vec<TokenRequest> {
+        self.state()
+            .token_requests
+            .iter()
+            .filter(|r| r.form.get("grant_type").map(String::as_str) == Some(grant_type))
+            .cloned()
+            .collect()
+    }
+}
+
+fn oauth_error(status: StatusCode, error: &str) -> Response {
+    (status, Json(json!({ "error": error }))).into_response()
+}
+
+/// The client's credentials from `Authorization: Basic`, each form-decoded (RFC 6749 §2.3.1).
+fn basic_client(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get("authorization")?.to_str().ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(value.strip_prefix("Basic ")?)
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (id, secret) = text.split_once(':')?;
+    let decode = |s: &str| {
+        form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+    };
+    Some((decode(id)?, decode(secret)?))
+}
+
+fn s256(verifier: &str) -> String {
+    use sha2::Digest as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier))
+}
+
+async fn authorize(
+    State(p): State<Arc<Provider>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let ok = q.get("response_type").map(String::as_str) == Some("code")
+        && q.get("client_id").map(String::as_str) == Some(CLIENT_ID)
+        && q.get("code_challenge_method").map(String::as_str) == Some("S256")
+        && q.get("code_challenge").is_some_and(|c| c.len() == 43);
+    let (Some(redirect_uri), Some(state)) = (q.get("redirect_uri"), q.get("state")) else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
+    };
+    if !ok {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    let mut s = p.state();
+    s.issued += 1;
+    let code = format!("code-{}", s.issued);
+    s.codes.insert(
+        code.clone(),
+        (q["code_challenge"].clone(), redirect_uri.clone()),
+    );
+    let mut location = reqwest::Url::parse(redirect_uri).expect("redirect_uri is a URL");
+    location
+        .query_pairs_mut()
+        .append_pair("code", &code)
+        .append_pair("state", state);
+    (StatusCode::FOUND, [("location", location.to_string())], "").into_response()
+}
+
+async fn token(State(p): State<Arc<Provider>>, headers: HeaderMap, body: String) -> Response {
+    if headers.get("content-type").and_then(|v| v.to_str().ok())
+        != Some("application/x-www-form-urlencoded")
+    {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    if basic_client(&headers) != Some((CLIENT_ID.to_owned(), CLIENT_SECRET.to_owned())) {
+        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
+    }
+    let form: HashMap<String, String> = form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
+    // Held a moment, so concurrent refreshes would overlap if the fleet let them.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut s = p.state();
+    s.token_requests.push(TokenRequest { form: form.clone() });
+    let field = |k: &str| form.get(k).cloned().unwrap_or_default();
+    let with_refresh = match field("grant_type").as_str() {
+        "authorization_code" => {
+            let Some((challenge, redirect_uri)) = s.codes.remove(&field("code")) else {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+            };
+            if redirect_uri != field("redirect_uri") || s256(&field("code_verifier")) != challenge {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+            }
+            s.pkce_verified = true;
+            true
+        }
+        "refresh_token" => {
+            if s.refuse_refresh
+                || s.refresh_token.as_deref() != Some(field("refresh_token").as_str())
+            {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+            }
+            true
+        }
+        "client_credentials" => false,
+        _ => return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type"),
+    };
+    s.issued += 1;
+    let access = format!("access-{}", s.issued);
+    s.access_tokens.push(access.clone());
+    let expires_in = if s.expires_in.is_empty() {
+        3600
+    } else {
+        s.expires_in.remove(0)
+    };
+    let mut answer =
+        json!({ "access_token": access, "token_type": "Bearer", "expires_in": expires_in });
+    if with_refresh {
+        let refresh = format!("refresh-{}", s.issued);
+        s.refresh_token = Some(refresh.clone());
+        answer["refresh_token"] = json!(refresh);
+    }
+    (StatusCode::OK, Json(answer)).into_response()
+}
+
+async fn api(State(p): State<Arc<Provider>>, headers: HeaderMap) -> Response {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_owned();
+    let mut s = p.state();
+    s.api_calls.push(token.clone());
+    if s.access_tokens.last() == Some(&token) {
+        (StatusCode::OK, Json(json!({ "ok": true }))).into_response()
+    } else {
+        oauth_error(StatusCode::UNAUTHORIZED, "invalid_token")
+    }
+}
+
+async fn start_provider() -> Result<(SocketAddr, Arc<Provider>)> {
+    let provider = Arc::new(Provider::default());
+    let app = Router::new()
+        .route("/authorize", get(authorize))
+        .route("/token", post(token))
+        .route("/api", get(api))
+        .with_state(provider.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((addr, provider))
+}
+
+/// A client that follows no redirect, with or without the stack's admin token.
+fn no_redirects(token: Option<&str>) -> Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))?,
+        );
+    }
+    Ok(reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .default_headers(headers)
+        .build()?)
+}
+
+fn location(r: &reqwest::Response) -> Result<reqwest::Url> {
+    let text = r
+        .headers()
+        .get("location")
+        .context("a Location header")?
+        .to_str()?;
+    Ok(reqwest::Url::parse(text)?)
+}
+
+fn query(url: &reqwest::Url) -> HashMap<String, String> {
+    url.query_pairs().into_owned().collect()
+}
+
+async fn create(stack: &Stack, auth: Value) -> Result<Value> {
+    let r = stack
+        .http
+        .post(format!("{}/v1/connections", stack.api))
+        .json(&json!({ "name": "crm", "connector": "http", "auth": auth }))
+        .send()
+        .await?;
+    let status = r.status();
+    let body: Value = r.json().await?;
+    ensure!(status == StatusCode::CREATED, "{status}: {body}");
+    Ok(body)
+}
+
+async fn connection(stack: &Stack) -> Result<Value> {
+    Ok(stack
+        .http
+        .get(format!("{}/v1/connections/crm", stack.api))
+        .send()
+        .await?
+        .json()
+        .await?)
+}
+
+fn code_auth(addr: SocketAddr) -> Value {
+    json!({
+        "type": "oauth2_code",
+        "authorize_url": format!("http://{addr}/authorize"),
+        "token_url": format!("http://{addr}/token"),
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "scopes": ["contacts.read", "offline_access"],
+    })
+}
+
+/// Drives `start` → the provider's authorize endpoint, and returns the callback URL the
+/// provider sent the browser to, and the `start` redirect's query.
+async fn to_the_callback(stack: &Stack) -> Result<(reqwest::Url, HashMap<String, String>)> {
+    let admin = no_redirects(Some(&stack.token))?;
+    let r = admin
+        .get(format!("{}/v1/oauth/crm/start", stack.api))
+        .send()
+        .await?;
+    ensure!(r.status() == StatusCode::FOUND, "start: {}", r.status());
+    let to_provider = location(&r)?;
+    let asked = query(&to_provider);
+    // The browser carries no engine token to the provider.
+    let r = no_redirects(None)?.get(to_provider).send().await?;
+    ensure!(r.status() == StatusCode::FOUND, "authorize: {}", r.status());
+    Ok((location(&r)?, asked))
+}
+
+/// Creates an `oauth2_code` connection `crm` and authorizes it.
+async fn authorized(stack: &Stack, addr: SocketAddr) -> Result<()> {
+    create(stack, code_auth(addr)).await?;
+    let (callback, _) = to_the_callback(stack).await?;
+    let r = no_redirects(None)?.get(callback).send().await?;
+    ensure!(r.status() == StatusCode::OK, "callback: {}", r.status());
+    Ok(())
+}
+
+#[tokio::test]
+async fn authorization_code_with_pkce_activates_the_connection_and_each_state_works_once()
+-> Result<()> {
+    let (addr, provider) = start_provider().await?;
+    let stack = Stack::start_with_workers(Backend::Postgres, 0).await?;
+    let created = create(&stack, code_auth(addr)).await?;
+    assert_eq!(created["status"], "pending", "{created:#}");
+    assert!(!created.to_string().contains(CLIENT_SECRET));
+
+    let (callback, asked) = to_the_callback(&stack).await?;
+    assert_eq!(asked["response_type"], "code");
+    assert_eq!(asked["client_id"], CLIENT_ID);
+    assert_eq!(
+        asked["redirect_uri"],
+        format!("{}/v1/oauth/callback", stack.api)
+    );
+    assert_eq!(asked["scope"], "contacts.read offline_access");
+    assert_eq!(asked["code_challenge_method"], "S256");
+    assert!(asked["state"].len() >= 43, "{asked:?}");
+    assert_ne!(asked["state"], asked["code_challenge"]);
+    assert!(
+        callback
+            .as_str()
+            .starts_with(&format!("{}/v1/oauth/callback?", stack.api))
+    );
+
+    // A wrong state is refused and changes nothing; the code is not exchanged.
+    let browser = no_redirects(None)?;
+    let code = query(&callback)["code"].clone();
+    let mut wrong = callback.clone();
+    wrong
+        .query_pairs_mut()
+        .clear()
+        .append_pair("code", &code)
+        .append_pair("state", "not-the-state");
+    let r = browser.get(wrong).send().await?;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(connection(&stack).await?["status"], "pending");
+    assert!(provider.grants("authorization_code").is_empty());
+
+    let r = browser.get(callback.clone()).send().await?;
+    let status = r.status();
+    let body: Value = r.json().await?;
+    assert_eq!(status, StatusCode::OK, "{body:#}");
+    assert_eq!(body["status"], "active");
+    assert!(
+        provider.state().pkce_verified,
+        "the provider checked the verifier"
+    );
+    let exchange = &provider.grants("authorization_code")[0];
+    assert_eq!(
+        exchange.form["redirect_uri"],
+        format!("{}/v1/oauth/callback", stack.api)
+    );
+    assert!(
+        !exchange.form.contains_key("client_secret"),
+        "Basic, not the body"
+    );
+
+    let shown = connection(&stack).await?;
+    assert_eq!(shown["status"], "active", "{shown:#}");
+    assert!(shown["auth"]["expires_at"].is_string(), "{shown:#}");
+    for secret in [CLIENT_SECRET, "access-", "refresh-"] {
+        assert!(!shown.to_string().contains(secret), "{shown:#}");
+    }
+
+    // The same state again: refused, nothing exchanged.
+    let r = browser.get(callback).send().await?;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(provider.grants("authorization_code").len(), 1);
+
+    let audit = stack
+        .http
+        .get(format!("{}/v1/audit", stack.api))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(audit.contains("connection.authorized"), "{audit}");
+    assert!(!audit.contains("access-") && !audit.contains(CLIENT_SECRET));
+
+    // Only admins start flows; the callback alone needs no token.
+    let r = no_redirects(None)?
+        .get(format!("{}/v1/oauth/crm/start", stack.api))
+        .send()
+        .await?;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    Ok(())
+}
+
+fn fan_out(addr: SocketAddr, name: &str, items: usize) -> String {
+    let list: Vec<String> = (0..items).map(|i| i.to_string()).collect();
+    format!(
+        "name: {name}\nsteps:\n  - {{ id: each, for_each: [{}], max_parallel: {items}, action: http.request, connection: crm, with: {{ url: \"http://{addr}/api\" }} }}\n",
+        list.join(", ")
+    )
+}
+
+#[tokio::test]
+async fn an_expiring_token_is_refreshed_once_for_twenty_concurrent_steps() -> Result<()> {
+    let (addr, provider) = start_provider().await?;
+    let stack = Stack::start_with_workers(Backend::Postgres, 3).await?;
+    // The first access token is already inside the refresh window.
+    provider.state().expires_in = vec![30];
+    authorized(&stack, addr).await?;
+    stack.apply(&fan_out(addr, "fan", 20)).await?;
+    let (_, id) = stack.start_run("fan", json!({}), None).await?;
+    let run = stack.finished(&id, WAIT).await?;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+
+    assert_eq!(
+        provider.grants("refresh_token").len(),
+        1,
+        "exactly one refresh"
+    );
+    let s = provider.state();
+    let newest = s.access_tokens.last().cloned().unwrap_or_default();
+    assert_eq!(s.api_calls.len(), 20);
+    assert!(
+        s.api_calls.iter().all(|t| *t == newest),
+        "every call used the refreshed token: {:?}",
+        s.api_calls
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_rotated_refresh_token_is_the_one_sent_next() -> Result<()> {
+    let (addr, provider) = start_provider().await?;
+    let stack = Stack::start_with_workers(Backend::Postgres, 1).await?;
+    // Every token expires inside the refresh window, so each run refreshes.
+    provider.state().expires_in = vec![30, 30, 30];
+    authorized(&stack, addr).await?;
+    stack.apply(&fan_out(addr, "one", 1)).await?;
+    for _ in 0..2 {
+        let (_, id) = stack.start_run("one", json!({}), None).await?;
+        let run = stack.finished(&id, WAIT).await?;
+        assert_eq!(run["status"], "succeeded", "{run:#}");
+    }
+    let sent: Vec<String> = provider
+        .grants("refresh_token")
+        .iter()
+        .map(|r| r.form["refresh_token"].clone())
+        .collect();
+    // The code exchange issued refresh-2 (code-1 was the first thing issued); the first
+    // refresh rotated it to refresh-3.
+    assert_eq!(sent, ["refresh-2", "refresh-3"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn invalid_grant_marks_the_connection_needs_reauth_and_calls_no_api() -> Result<()> {
+    let (addr, provider) = start_provider().await?;
+    let stack = Stack::start_with_workers(Backend::Postgres, 1).await?;
+    provider.state().expires_in = vec![30];
+    authorized(&stack, addr).await?;
+    provider.state().refuse_refresh = true;
+    stack.apply(&fan_out(addr, "one", 1)).await?;
+    let (_, id) = stack.start_run("one", json!({}), None).await?;
+    let run = stack.finished(&id, WAIT).await?;
+    assert_eq!(run["status"], "failed", "{run:#}");
+    let failed = &run["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["error"].is_object()))
+        .cloned()
+        .unwrap_or_else(|| step(&run, "each").clone());
+    assert_eq!(failed["error"]["code"], "needs_reauth", "{run:#}");
+    assert_eq!(connection(&stack).await?["status"], "needs_reauth");
+    assert!(
+        provider.state().api_calls.is_empty(),
+        "no request reached the API"
+    );
+    assert_eq!(provider.grants("refresh_token").len(), 1, "not retried");
+
+    // The next run fails the same way without asking the provider again.
+    let (_, id) = stack.start_run("one", json!({}), None).await?;
+    let run = stack.finished(&id, WAIT).await?;
+    assert_eq!(run["status"], "failed");
+    assert_eq!(provider.grants("refresh_token").len(), 1);
+    assert!(provider.state().api_calls.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn client_credentials_obtain_a_token_and_use_it() -> Result<()> {
+    let (addr, provider) = start_provider().await?;
+    let stack = Stack::start_with_workers(Backend::Sqlite, 1).await?;
+    let created = create(
+        &stack,
+        json!({
+            "type": "oauth2_client",
+            "token_url": format!("http://{addr}/token"),
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "scopes": ["reports.read"],
+        }),
+    )
+    .await?;
+    assert_eq!(created["status"], "active");
+    stack.apply(&fan_out(addr, "one", 1)).await?;
+    for _ in 0..2 {
+        let (_, id) = stack.start_run("one", json!({}), None).await?;
+        let run = stack.finished(&id, WAIT).await?;
+        assert_eq!(run["status"], "succeeded", "{run:#}");
+    }
+    let grants = provider.grants("client_credentials");
+    assert_eq!(grants.len(), 1, "the token is reused while it is valid");
+    assert_eq!(grants[0].form["scope"], "reports.read");
+    {
+        let s = provider.state();
+        assert_eq!(s.api_calls, vec![s.access_tokens[0].clone(); 2]);
+    }
+    let shown = connection(&stack).await?;
+    assert!(shown["auth"]["expires_at"].is_string(), "{shown:#}");
+    assert!(!shown.to_string().contains("access-"));
+    Ok(())
+}
