@@ -21,7 +21,7 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, Set,
 };
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use sha2::Digest as _;
 use uuid::Uuid;
 
@@ -94,7 +94,9 @@ impl Entry {
 /// A value as recorded: redacted, and replaced by a note when too large.
 pub fn recorded(value: &Value) -> Value {
     let redacted = connectors::redact::redact(value);
-    let size = serde_json::to_string(&redacted).map_or(0, |s| s.len());
+    let mut size = Counter(0);
+    let _ = serde_json::to_writer(&mut size, &redacted);
+    let size = size.0;
     if size > MAX_RECORDED_BYTES {
         json!({ "omitted": "larger than the ledger keeps", "bytes": size })
     } else {
@@ -234,18 +236,135 @@ fn hashed_fields(r: &audit_record::Model) -> Value {
 }
 
 /// `SHA-256(prev_hash ‖ "\n" ‖ canonical JSON of every other field)`, hex.
+///
+/// The canonical JSON is [`hashed_fields`] with keys sorted at every level; it is written
+/// straight into the digest, without building it in memory first.
 pub fn hash_of(r: &audit_record::Model) -> String {
-    let body = hashed_fields(r);
-    let mut digest = sha2::Sha256::new();
-    digest.update(r.prev_hash.as_bytes());
-    digest.update(b"\n");
-    digest.update(canonical(&body).as_bytes());
-    hex::encode(digest.finalize())
+    let mut digest = Digest(sha2::Sha256::new());
+    digest.0.update(r.prev_hash.as_bytes());
+    digest.0.update(b"\n");
+    let at = r.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let body = Hashed {
+        action: &r.action,
+        at: &at,
+        attempt: &r.attempt,
+        bytes: &r.bytes,
+        connection_id: &r.connection_id,
+        connector: &r.connector,
+        details: r.details.as_ref().map(Canon),
+        duration_ms: &r.duration_ms,
+        error_code: &r.error_code,
+        http_status: &r.http_status,
+        id: &r.id,
+        input: r.input.as_ref().map(Canon),
+        item_index: &r.item_index,
+        kind: &r.kind,
+        outcome: &r.outcome,
+        output: r.output.as_ref().map(Canon),
+        principal: &r.principal,
+        retry_delay_ms: &r.retry_delay_ms,
+        run_id: &r.run_id,
+        seq: r.seq,
+        step_id: &r.step_id,
+        via: &r.via,
+        workspace_id: &r.workspace_id,
+    };
+    // Writing into a digest cannot fail.
+    let _ = serde_json::to_writer(&mut digest, &body);
+    hex::encode(digest.0.finalize())
+}
+
+/// The fields [`hash_of`] covers, by reference, in sorted key order (so this serializes to
+/// exactly the canonical JSON of [`hashed_fields`]).
+#[derive(serde::Serialize)]
+struct Hashed<'a> {
+    action: &'a Option<String>,
+    at: &'a str,
+    attempt: &'a Option<i32>,
+    bytes: &'a Option<i64>,
+    connection_id: &'a Option<Uuid>,
+    connector: &'a Option<String>,
+    details: Option<Canon<'a>>,
+    duration_ms: &'a Option<i64>,
+    error_code: &'a Option<String>,
+    http_status: &'a Option<i32>,
+    id: &'a Uuid,
+    input: Option<Canon<'a>>,
+    item_index: &'a Option<i32>,
+    kind: &'a str,
+    outcome: &'a str,
+    output: Option<Canon<'a>>,
+    principal: &'a str,
+    retry_delay_ms: &'a Option<i64>,
+    run_id: &'a Option<Uuid>,
+    seq: i64,
+    step_id: &'a Option<String>,
+    via: &'a str,
+    workspace_id: &'a Uuid,
+}
+
+/// A JSON value serialized with object keys sorted at every level.
+struct Canon<'a>(&'a Value);
+
+impl serde::Serialize for Canon<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self.0 {
+            Value::Object(map) => {
+                let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                let mut out = s.serialize_map(Some(entries.len()))?;
+                for (k, v) in entries {
+                    out.serialize_entry(k, &Canon(v))?;
+                }
+                out.end()
+            }
+            Value::Array(items) => {
+                let mut out = s.serialize_seq(Some(items.len()))?;
+                for v in items {
+                    out.serialize_element(&Canon(v))?;
+                }
+                out.end()
+            }
+            other => other.serialize(s),
+        }
+    }
+}
+
+/// An `io::Write` into a digest.
+struct Digest(sha2::Sha256);
+
+impl std::io::Write for Digest {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An `io::Write` that only counts.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// JSON with object keys sorted at every level, so a record hashes the same however the
-/// database returns its JSON columns (PostgreSQL's `jsonb` reorders keys).
+/// database returns its JSON columns (PostgreSQL's `jsonb` reorders keys). [`hash_of`] writes
+/// the same text without building it; this is the reference it is tested against.
+#[cfg(test)]
 fn canonical(v: &Value) -> String {
+    use serde_json::Map;
     fn sorted(v: &Value) -> Value {
         match v {
             Value::Object(map) => {
@@ -428,6 +547,44 @@ mod tests {
             canonical(&a),
             r#"{"a":{"c":null,"d":[{"x":2,"y":1}]},"b":1}"#
         );
+    }
+
+    #[test]
+    fn the_streamed_hash_is_the_hash_of_the_canonical_json() {
+        let r = audit_record::Model {
+            workspace_id: Uuid::now_v7(),
+            seq: 7,
+            id: Uuid::now_v7(),
+            at: Utc::now().trunc_subsecs(6),
+            kind: "integration.call".into(),
+            principal: "ada".into(),
+            via: "run".into(),
+            run_id: Some(Uuid::now_v7()),
+            step_id: Some("s".into()),
+            item_index: None,
+            attempt: Some(2),
+            connector: Some("http".into()),
+            action: Some("request".into()),
+            connection_id: None,
+            outcome: "error".into(),
+            error_code: Some("timeout".into()),
+            http_status: Some(504),
+            duration_ms: Some(12),
+            retry_delay_ms: Some(1000),
+            bytes: Some(40),
+            input: Some(
+                json!({ "url": "https://x", "b": { "z": 1, "a": [ { "y": 2, "x": 1 } ] } }),
+            ),
+            output: Some(json!({ "code": "timeout", "message": "é \"quoted\"" })),
+            details: None,
+            prev_hash: GENESIS.into(),
+            hash: String::new(),
+        };
+        let mut reference = sha2::Sha256::new();
+        reference.update(r.prev_hash.as_bytes());
+        reference.update(b"\n");
+        reference.update(canonical(&hashed_fields(&r)).as_bytes());
+        assert_eq!(hash_of(&r), hex::encode(reference.finalize()));
     }
 
     #[test]
