@@ -181,8 +181,34 @@ pub async fn spawn_engine_process(
     nats_url: &str,
     database_url: &str,
 ) -> Result<(tokio::process::Child, String)> {
-    use tokio::io::{AsyncBufReadExt, BufReader};
+    let (child, url, _) = spawn_engine_process_with(nats_url, database_url, &[]).await?;
+    Ok((child, url))
+}
 
+/// Everything a process wrote to standard error, kept by [`spawn_engine_process_with`] and
+/// [`spawn_worker_process_with`].
+pub type Logs = Arc<Mutex<String>>;
+
+/// Keeps every line of `stderr` in `logs` until the stream ends.
+fn keep_lines(stderr: tokio::process::ChildStderr, logs: Logs) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut all = logs.lock().unwrap_or_else(|e| e.into_inner());
+            all.push_str(&line);
+            all.push('\n');
+        }
+    });
+}
+
+/// [`spawn_engine_process`] with extra environment variables; also returns its log, kept
+/// for the whole life of the process.
+pub async fn spawn_engine_process_with(
+    nats_url: &str,
+    database_url: &str,
+    env: &[(&str, &str)],
+) -> Result<(tokio::process::Child, String, Logs)> {
     let mut child = tokio::process::Command::new(switchyard_bin()?)
         .args([
             "engine",
@@ -194,30 +220,61 @@ pub async fn spawn_engine_process(
             "127.0.0.1:0",
         ])
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .context("spawn engine")?;
-    let mut lines = BufReader::new(child.stderr.take().context("engine stderr")?).lines();
-    let addr = tokio::time::timeout(WAIT, async {
-        while let Some(line) = lines.next_line().await? {
-            if line.contains("engine listening")
-                && let Some(addr) = line.split("addr=").nth(1)
-            {
-                return Ok(addr
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned());
+    let logs = Logs::default();
+    keep_lines(child.stderr.take().context("engine stderr")?, logs.clone());
+    let mut addr = String::new();
+    wait_until(
+        || {
+            let logs = logs.clone();
+            let found = logs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .lines()
+                .find(|l| l.contains("engine listening"))
+                .and_then(|l| l.split("addr=").nth(1))
+                .and_then(|a| a.split_whitespace().next())
+                .map(str::to_owned);
+            if let Some(a) = &found {
+                addr.clone_from(a);
             }
-        }
-        anyhow::bail!("the engine exited before listening")
-    })
+            async move { Ok::<bool, anyhow::Error>(found.is_some()) }
+        },
+        WAIT,
+    )
     .await
-    .context("the engine did not start listening in time")??;
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok((child, format!("http://{addr}")))
+    .context("the engine did not start listening in time")?;
+    if let Some(status) = child.try_wait()? {
+        bail!("the engine exited ({status}) before listening");
+    }
+    Ok((child, format!("http://{addr}"), logs))
+}
+
+/// A `switchyard worker` process with extra arguments and environment variables, and its log.
+pub fn spawn_worker_process_with(
+    nats_url: &str,
+    worker_id: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<(tokio::process::Child, Logs)> {
+    let mut child = tokio::process::Command::new(switchyard_bin()?)
+        .args(["worker", "--nats-url", nats_url, "--worker-id", worker_id])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("spawn worker")?;
+    let logs = Logs::default();
+    keep_lines(child.stderr.take().context("worker stderr")?, logs.clone());
+    Ok((child, logs))
 }
 
 /// Starts a `switchyard worker` process with the given id.
