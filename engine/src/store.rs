@@ -510,6 +510,27 @@ fn apply_result(
         work.run.workspace_id,
         call_record(work, row, result, verdict.as_ref()),
     ));
+    // A connection that needs a person to sign in again pauses the run instead of failing it:
+    // the step waits, the run shows `waiting`, and `connection.needs_reauth` is raised once.
+    let step = work.workflow.steps.iter().find(|s| s.id == result.step_id);
+    let connection = step.and_then(|s| work.connection_of(s));
+    let connection_name = step.and_then(|s| s.connection.clone());
+    let parked = matches!(&result.outcome, Outcome::Failed { error } if error.code == ErrorCode::NeedsReauth)
+        && connection.is_some();
+    if parked {
+        work.status_change = Some(RunStatus::Waiting);
+        let key = format!(
+            "{}.{}.{}.needs_reauth",
+            work.run.id, result.step_id, attempt
+        );
+        let data = json!({
+            "connection_id": connection,
+            "connection": connection_name,
+            "run_id": work.run.id,
+            "step_id": result.step_id,
+        });
+        work::system_event(work, writes, key, "connection.needs_reauth", data, now);
+    }
     work.upsert_step(&result.step_id, index, now, |m| {
         match (&result.outcome, verdict) {
             (Outcome::Succeeded { output }, _) => {
@@ -518,6 +539,12 @@ fn apply_result(
                 m.error = None;
                 m.started_at = Some(result.started_at);
                 m.finished_at = Some(result.finished_at);
+                m.due_at = None;
+            }
+            (Outcome::Failed { error }, _) if parked => {
+                // Held, with no due time, until the connection is authorized again.
+                m.error = Some(serde_json::to_value(error).unwrap_or(Value::Null));
+                m.status = StepStatus::RetryWait;
                 m.due_at = None;
             }
             (Outcome::Failed { error }, verdict) => {
@@ -742,6 +769,52 @@ pub async fn tick(
         changed: changed.len(),
         messages,
     })
+}
+
+/// Resumes the runs of a workspace whose steps wait on `connection_id` being authorized again
+/// (after the OAuth callback or new credentials): each such step is due at once, so the
+/// scheduler dispatches it as its next attempt, and its run shows `running` again. Returns how
+/// many steps were resumed.
+pub async fn resume_after_reauth(
+    db: &DatabaseConnection,
+    definitions: &Definitions,
+    workspace_id: Uuid,
+    connection_id: Uuid,
+) -> Result<usize, StoreError> {
+    let waiting: BTreeSet<Uuid> = run::Entity::find()
+        .select_only()
+        .column(run::Column::Id)
+        .filter(run::Column::WorkspaceId.eq(workspace_id))
+        .filter(run::Column::Status.eq(RunStatus::Waiting))
+        .limit(10_000)
+        .into_tuple::<Uuid>()
+        .all(db)
+        .await?
+        .into_iter()
+        .collect();
+    if waiting.is_empty() {
+        return Ok(0);
+    }
+    let now = Utc::now();
+    let tx = db.begin().await?;
+    let mut works = work::load_live_runs(&tx, definitions, &waiting).await?;
+    let mut resumed = 0;
+    for work in works.values_mut() {
+        let parked: Vec<(String, i32)> = work
+            .parked_on(connection_id)
+            .map(|r| (r.step_id.clone(), r.item_index))
+            .collect();
+        for (step_id, index) in &parked {
+            work.upsert_step(step_id, *index, now, |m| m.due_at = Some(now));
+        }
+        if !parked.is_empty() {
+            resumed += parked.len();
+            work.status_change = Some(RunStatus::Running);
+        }
+    }
+    work::flush(&tx, works.values(), Writes::default()).await?;
+    tx.commit().await?;
+    Ok(resumed)
 }
 
 /// Cancels a run: steps not finished are cancelled and late results are ignored.

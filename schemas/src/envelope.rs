@@ -195,6 +195,11 @@ pub enum Provenance {
         /// The caller's principal id.
         principal: String,
     },
+    /// The engine itself, about a run (e.g. `connection.needs_reauth`).
+    Engine {
+        /// The run concerned.
+        run_id: Uuid,
+    },
 }
 
 /// An event on the events stream.

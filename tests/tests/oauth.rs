@@ -18,9 +18,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
-use common::{Stack, WAIT, step};
+use common::{Stack, WAIT};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
-use switchyard_tests::Backend;
+use switchyard_tests::{Backend, wait_until};
 
 const CLIENT_ID: &str = "switchyard-test";
 const CLIENT_SECRET: &str = "client-s3cret/with+chars";
@@ -450,7 +451,7 @@ async fn a_rotated_refresh_token_is_the_one_sent_next() -> Result<()> {
 }
 
 #[tokio::test]
-async fn invalid_grant_marks_the_connection_needs_reauth_and_calls_no_api() -> Result<()> {
+async fn invalid_grant_pauses_the_run_until_the_connection_is_authorized_again() -> Result<()> {
     let (addr, provider) = start_provider().await?;
     let stack = Stack::start_with_workers(Backend::Postgres, 1).await?;
     provider.state().expires_in = vec![30];
@@ -458,27 +459,54 @@ async fn invalid_grant_marks_the_connection_needs_reauth_and_calls_no_api() -> R
     provider.state().refuse_refresh = true;
     stack.apply(&fan_out(addr, "one", 1)).await?;
     let (_, id) = stack.start_run("one", json!({}), None).await?;
-    let run = stack.finished(&id, WAIT).await?;
-    assert_eq!(run["status"], "failed", "{run:#}");
-    let failed = &run["steps"]
+
+    // The run waits, with the reason on the step, instead of failing.
+    wait_until(
+        || async {
+            let run = stack.run(&id).await?;
+            Ok::<bool, anyhow::Error>(run["status"] == "waiting")
+        },
+        WAIT,
+    )
+    .await
+    .context("the run waits")?;
+    let run = stack.run(&id).await?;
+    let parked = run["steps"]
         .as_array()
         .and_then(|s| s.iter().find(|s| s["error"].is_object()))
         .cloned()
-        .unwrap_or_else(|| step(&run, "each").clone());
-    assert_eq!(failed["error"]["code"], "needs_reauth", "{run:#}");
+        .context("the step that waits")?;
+    assert_eq!(parked["error"]["code"], "needs_reauth", "{run:#}");
+    assert_eq!(parked["status"], "retry_wait", "{run:#}");
     assert_eq!(connection(&stack).await?["status"], "needs_reauth");
     assert!(
         provider.state().api_calls.is_empty(),
         "no request reached the API"
     );
     assert_eq!(provider.grants("refresh_token").len(), 1, "not retried");
+    // `connection.needs_reauth` was raised once, naming the connection and the run.
+    let db = stack.db.connect().await?;
+    let raised = schemas::db::entities::event::Entity::find()
+        .filter(schemas::db::entities::event::Column::Name.eq("connection.needs_reauth"))
+        .all(&db)
+        .await?;
+    assert_eq!(raised.len(), 1);
+    assert_eq!(raised[0].data["connection"], "crm");
+    assert_eq!(raised[0].data["run_id"], json!(id));
 
-    // The next run fails the same way without asking the provider again.
-    let (_, id) = stack.start_run("one", json!({}), None).await?;
+    // A person signs in again: the run resumes by itself and finishes.
+    provider.state().refuse_refresh = false;
+    let (callback, _) = to_the_callback(&stack).await?;
+    let r = no_redirects(None)?.get(callback).send().await?;
+    assert_eq!(r.status(), StatusCode::OK);
     let run = stack.finished(&id, WAIT).await?;
-    assert_eq!(run["status"], "failed");
-    assert_eq!(provider.grants("refresh_token").len(), 1);
-    assert!(provider.state().api_calls.is_empty());
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert_eq!(connection(&stack).await?["status"], "active");
+    assert_eq!(
+        provider.state().api_calls.len(),
+        1,
+        "one call, after re-authorization"
+    );
     Ok(())
 }
 

@@ -805,6 +805,24 @@ async fn put_policy(
     Ok(Json(document))
 }
 
+/// Runs paused because this connection needed a person resume now that it has credentials
+/// again. Best effort: a failure is logged, and the runs stay `waiting` until the next
+/// authorization or their timeout.
+async fn resume_parked(s: &Shared, row: &schemas::db::entities::connection::Model) {
+    if row.status != schemas::db::entities::connection::ConnectionStatus::Active {
+        return;
+    }
+    match store::resume_after_reauth(&s.db, &s.definitions, row.workspace_id, row.id).await {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(connection = %row.name, steps = n, "steps waiting on re-authorization resumed");
+        }
+        Err(e) => {
+            tracing::error!(connection = %row.name, error = %e, "resuming steps waiting on re-authorization failed");
+        }
+    }
+}
+
 /// What a connection's ledger records name: never its credentials.
 fn connection_details(row: &schemas::db::entities::connection::Model) -> Value {
     json!({
@@ -917,6 +935,7 @@ async fn rotate_connection(
     .await?;
     record(&tx, &caller, "connection.rotated", connection_details(&row)).await?;
     tx.commit().await?;
+    resume_parked(&s, &row).await;
     Ok(Json(connection_json(&s, &row).await?))
 }
 
@@ -1046,6 +1065,7 @@ async fn oauth_callback(
     };
     let row =
         crate::oauth::callback(&s.db, s.keyring.as_deref(), &s.oauth_http, &code, &state).await?;
+    resume_parked(&s, &row).await;
     Ok(Json(json!({
         "connection": row.name,
         "status": row.status,

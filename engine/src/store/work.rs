@@ -185,6 +185,9 @@ pub(crate) struct RunWork {
     rows: HashMap<(String, i32), step_instance::Model>,
     dirty: BTreeSet<(String, i32)>,
     finish: Option<Finish>,
+    /// A status to write when the run does not finish in this transaction: `waiting` while a
+    /// step is parked on a connection that needs a person, `running` when it resumes.
+    pub status_change: Option<RunStatus>,
 }
 
 impl RunWork {
@@ -197,6 +200,30 @@ impl RunWork {
             .map(|name| self.connections.get(name).copied().unwrap_or(Uuid::nil()))
     }
 
+    /// The step rows held until `connection_id` is authorized again (see
+    /// [`crate::store::resume_after_reauth`]).
+    pub(crate) fn parked_on(
+        &self,
+        connection_id: Uuid,
+    ) -> impl Iterator<Item = &step_instance::Model> {
+        self.rows.values().filter(move |r| {
+            r.status == StepStatus::RetryWait
+                && r.due_at.is_none()
+                && r.error
+                    .as_ref()
+                    .and_then(|e| e.get("code"))
+                    .and_then(Value::as_str)
+                    == Some("needs_reauth")
+                && self
+                    .workflow
+                    .steps
+                    .iter()
+                    .find(|s| s.id == r.step_id)
+                    .and_then(|s| self.connection_of(s))
+                    == Some(connection_id)
+        })
+    }
+
     /// A run just inserted: it has no steps yet.
     pub(crate) fn new_run(run: run::Model, workflow: Arc<Workflow>) -> Self {
         RunWork {
@@ -206,6 +233,7 @@ impl RunWork {
             rows: HashMap::new(),
             dirty: BTreeSet::new(),
             finish: None,
+            status_change: None,
         }
     }
 
@@ -446,6 +474,7 @@ pub(crate) async fn load_live_runs(
                 rows,
                 dirty: BTreeSet::new(),
                 finish: None,
+                status_change: None,
             },
         );
     }
@@ -563,6 +592,13 @@ pub(crate) async fn flush<'a>(
                 .col_expr(run::Column::Error, Expr::value(finish.error.clone()))
                 .col_expr(run::Column::FinishedAt, Expr::value(Some(finish.at)))
                 .col_expr(run::Column::UpdatedAt, Expr::value(finish.at))
+                .filter(run::Column::Id.eq(work.run.id))
+                .exec(tx)
+                .await?;
+        } else if let Some(status) = work.status_change {
+            run::Entity::update_many()
+                .col_expr(run::Column::Status, Expr::value(status))
+                .col_expr(run::Column::UpdatedAt, Expr::value(Utc::now()))
                 .filter(run::Column::Id.eq(work.run.id))
                 .exec(tx)
                 .await?;
@@ -713,6 +749,39 @@ pub(crate) fn advance(work: &mut RunWork, writes: &mut Writes, now: DateTime<Utc
             }
         }
     }
+}
+
+/// Records an event the engine itself raises about a run (not an `emit` step), and queues it
+/// for the events stream; `key` makes it once-only.
+pub(crate) fn system_event(
+    work: &RunWork,
+    writes: &mut Writes,
+    key: String,
+    name: &str,
+    data: Value,
+    now: DateTime<Utc>,
+) {
+    let run = &work.run;
+    let envelope = EventEnvelope {
+        v: ENVELOPE_VERSION,
+        id: key.clone(),
+        workspace_id: run.workspace_id,
+        name: name.to_owned(),
+        data: data.clone(),
+        source: Provenance::Engine { run_id: run.id },
+        depth: crate::planner::run_depth(&run.trigger),
+        time: now,
+    };
+    writes.events.push(event::ActiveModel {
+        id: Set(key.clone()),
+        workspace_id: Set(run.workspace_id),
+        name: Set(name.to_owned()),
+        data: Set(data),
+        source: Set(serde_json::to_value(&envelope.source).unwrap_or(Value::Null)),
+        depth: Set(i32::try_from(envelope.depth).unwrap_or(i32::MAX)),
+        created_at: Set(now),
+    });
+    writes.enqueue(transport::event_subject(name), key, &envelope, now);
 }
 
 /// Records an `emit` step's event, queues it for the events stream, and completes the step.
