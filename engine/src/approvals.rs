@@ -268,6 +268,23 @@ pub(crate) async fn expire(
             "nobody decided the step's approval gate before its timeout".into(),
             now,
         );
+        // Appended after the run rows this transaction locked, as every append is.
+        crate::audit::append(
+            tx,
+            vec![(
+                work.run.workspace_id,
+                crate::audit::Entry {
+                    run_id: Some(work.run.id),
+                    step_id: Some(step_id.to_owned()),
+                    ..crate::audit::Entry::admin(
+                        "approval.expired",
+                        "system",
+                        json!({ "reason": "timeout" }),
+                    )
+                },
+            )],
+        )
+        .await?;
     }
     Ok(())
 }

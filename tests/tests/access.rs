@@ -392,6 +392,17 @@ async fn another_workspace_s_names_and_ids_are_not_found() -> Result<()> {
             &format!("/v1/tokens/{their_token}"),
             Body::None,
         ),
+        call(
+            Method::POST,
+            &format!("/v1/runs/{their_run}/steps/noop/approve"),
+            Body::None,
+        ),
+        call(
+            Method::PUT,
+            "/v1/connections/their-crm/scopes",
+            Body::Json(json!({ "scopes": [] })),
+        ),
+        call(Method::GET, "/v1/oauth/their-crm/start", Body::None),
     ] {
         let (status, body) = send(&ours, &api, &c).await?;
         assert_eq!(

@@ -221,6 +221,17 @@ async fn rejection_timeout_and_cancel_each_end_the_gate() -> Result<()> {
     assert_eq!(fake.hits.load(Ordering::SeqCst), 2, "only `first` again");
     let (status, _) = post(&stack.http, decide_url(&stack, &id, "approve"), json!({})).await?;
     assert_eq!(status, StatusCode::CONFLICT, "a timed-out gate is closed");
+    let audit: Value = stack
+        .http
+        .get(format!("{}/v1/audit?run={id}&principal=system", stack.api))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        audit["records"][0]["kind"], "approval.expired",
+        "the timeout is in the ledger: {audit}"
+    );
 
     // Cancelled while waiting: the gate can no longer be decided.
     stack
