@@ -11,7 +11,7 @@ export PATH="$PATH:/usr/sbin:/sbin"
 
 echo "==> building switchyard"
 cargo build --locked -p engine --bin switchyard
-bin=./target/debug/switchyard
+bin=${CARGO_TARGET_DIR:-./target}/debug/switchyard
 
 echo "==> validating examples/"
 "$bin" validate examples/*.yaml examples/*.json examples/local/*.yaml
