@@ -91,16 +91,22 @@ pub struct AuthParts {
 /// - `{"type": "oauth2_code", "authorize_url": "…", "token_url": "…", "client_id": "…",
 ///   "client_secret"?: "…", "scopes"?: ["…"]}` (authorization code with PKCE; a person
 ///   authorizes it through `GET /v1/oauth/{connection}/start`)
+/// - `{"type": "service_account", "token_url"?: "…", "client_email": "…", "private_key":
+///   "-----BEGIN PRIVATE KEY-----…", "private_key_id"?: "…", "scopes": ["…"], "subject"?: "…"}`,
+///   or `{"type": "service_account", "key": {…Google's key file…}, "scopes": ["…"],
+///   "subject"?: "…"}` (JWT bearer grant, RFC 7523; `token_url` defaults to Google's; the key
+///   is parsed here, so a bad one is refused when the connection is created)
 ///
 /// For the OAuth types the URLs, client id and scopes are clear config (and later the access
 /// token's `expires_at`); the client secret, and later the access and refresh tokens, are
-/// sealed (see [`OAuthSecret`]).
+/// sealed (see [`OAuthSecret`]). A service account keeps its email, key id, token URL, scopes
+/// and subject clear and seals its private key (and later its access token).
 pub fn split_auth(auth: &Value) -> Result<AuthParts, CredentialError> {
     let obj = auth
         .as_object()
         .ok_or_else(|| err("must be an object with a `type`"))?;
     let kind = obj.get("type").and_then(Value::as_str).ok_or_else(|| {
-        err("`type` is required: api_key, bearer, basic, headers, oauth2_client or oauth2_code")
+        err("`type` is required: api_key, bearer, basic, headers, oauth2_client, oauth2_code or service_account")
     })?;
     let allowed: &[&str] = match kind {
         "api_key" => &["type", "in", "name", "key"],
@@ -116,9 +122,19 @@ pub fn split_auth(auth: &Value) -> Result<AuthParts, CredentialError> {
             "client_secret",
             "scopes",
         ],
+        "service_account" if obj.contains_key("key") => &["type", "key", "scopes", "subject"],
+        "service_account" => &[
+            "type",
+            "token_url",
+            "client_email",
+            "private_key",
+            "private_key_id",
+            "scopes",
+            "subject",
+        ],
         other => {
             return Err(err(format!(
-                "type `{}` is not one of api_key, bearer, basic, headers, oauth2_client, oauth2_code",
+                "type `{}` is not one of api_key, bearer, basic, headers, oauth2_client, oauth2_code, service_account",
                 other.escape_debug()
             )));
         }
@@ -163,6 +179,7 @@ pub fn split_auth(auth: &Value) -> Result<AuthParts, CredentialError> {
             config: json!({}),
             secret: secret(json!({ "token": header_value(text("token")?, "token")? })),
         },
+        "service_account" => service_account(obj)?,
         "basic" => AuthParts {
             auth_type: "basic",
             config: json!({}),
@@ -201,6 +218,7 @@ pub fn split_auth(auth: &Value) -> Result<AuthParts, CredentialError> {
                     client_secret,
                     access_token: None,
                     refresh_token: None,
+                    private_key: None,
                 }
                 .to_json(),
             }
@@ -234,6 +252,97 @@ pub fn split_auth(auth: &Value) -> Result<AuthParts, CredentialError> {
                 secret: secret(json!({ "headers": values })),
             }
         }
+    })
+}
+
+/// The parts of a `service_account` auth object (see [`split_auth`]), given its fields as
+/// written or as Google's key file names them (`key`).
+fn service_account(obj: &Map<String, Value>) -> Result<AuthParts, CredentialError> {
+    // Google's key file: its own field names, and fields Switchyard does not use (project id,
+    // client id, certificate URLs), which are left alone.
+    let (fields, token_field, key_field) = match obj.get("key") {
+        Some(Value::Object(key)) => {
+            if key.get("type").is_some_and(|t| t != "service_account") {
+                return Err(err(
+                    "`key` must be a service account's key file (its `type` is `service_account`)",
+                ));
+            }
+            (key, "token_uri", "key.private_key")
+        }
+        Some(_) => {
+            return Err(err(
+                "`key` must be the JSON object of a service account's key file",
+            ));
+        }
+        None => (obj, "token_url", "private_key"),
+    };
+    let named = |field: &str, shown: &str| -> Result<Option<&str>, CredentialError> {
+        match fields.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= 1024 => Ok(Some(s)),
+            Some(_) => Err(err(format!(
+                "`{shown}` must be a non-empty string of at most 1024 bytes"
+            ))),
+        }
+    };
+    let prefix = if obj.contains_key("key") { "key." } else { "" };
+    let required = |field: &str| -> Result<&str, CredentialError> {
+        named(field, &format!("{prefix}{field}"))?.ok_or_else(|| {
+            err(format!(
+                "`{prefix}{field}` is required and must be a non-empty string"
+            ))
+        })
+    };
+    let token_url = match named(token_field, &format!("{prefix}{token_field}"))? {
+        Some(url) => http_url(url, &format!("{prefix}{token_field}"))?,
+        None => crate::service_account::GOOGLE_TOKEN_URL.to_owned(),
+    };
+    let client_email = required("client_email")?;
+    let private_key = fields
+        .get("private_key")
+        .and_then(Value::as_str)
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| {
+            err(format!(
+                "`{key_field}` is required and must be a PEM string"
+            ))
+        })?;
+    // Parsed now so a bad key is refused at creation; the message never quotes the key.
+    crate::service_account::SigningKey::from_pem(private_key).map_err(|e| err(e.to_string()))?;
+    let scopes = oauth_scopes(obj.get("scopes"))?;
+    if scopes.as_array().is_none_or(Vec::is_empty) {
+        return Err(err(
+            "`scopes` is required for a service account: the token endpoint grants only the scopes its assertion names",
+        ));
+    }
+    let mut config = Map::new();
+    config.insert("token_url".into(), Value::String(token_url));
+    config.insert("client_email".into(), Value::String(client_email.into()));
+    if let Some(id) = named("private_key_id", &format!("{prefix}private_key_id"))? {
+        config.insert("private_key_id".into(), Value::String(id.into()));
+    }
+    config.insert("scopes".into(), scopes);
+    match obj.get("subject") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 320 => {
+            config.insert("subject".into(), Value::String(s.clone()));
+        }
+        Some(_) => {
+            return Err(err(
+                "`subject` must be the email of the user to act for (at most 320 bytes)",
+            ));
+        }
+    }
+    Ok(AuthParts {
+        auth_type: "service_account",
+        config: Value::Object(config),
+        secret: OAuthSecret {
+            client_secret: None,
+            access_token: None,
+            refresh_token: None,
+            private_key: Some(private_key.to_owned()),
+        }
+        .to_json(),
     })
 }
 
@@ -279,8 +388,8 @@ fn oauth_scopes(value: Option<&Value>) -> Result<Value, CredentialError> {
     Ok(value.clone())
 }
 
-/// The sealed part of an OAuth connection: the client secret, and once tokens were issued,
-/// the access and refresh tokens. `Debug` shows none of them.
+/// The sealed part of an OAuth connection: the client secret (or a service account's private
+/// key), and once tokens were issued, the access and refresh tokens. `Debug` shows none of them.
 #[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct OAuthSecret {
     /// `client_secret`, for a confidential client.
@@ -292,6 +401,9 @@ pub struct OAuthSecret {
     /// The current refresh token (replaced when the provider rotates it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+    /// A service account's PKCS#8 PEM private key, which signs its assertions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
 }
 
 impl fmt::Debug for OAuthSecret {
@@ -309,6 +421,10 @@ impl fmt::Debug for OAuthSecret {
                 "refresh_token",
                 &self.refresh_token.as_ref().map(|_| "<redacted>"),
             )
+            .field(
+                "private_key",
+                &self.private_key.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -320,6 +436,7 @@ impl Drop for OAuthSecret {
             &mut self.client_secret,
             &mut self.access_token,
             &mut self.refresh_token,
+            &mut self.private_key,
         ]
         .into_iter()
         .flatten()
@@ -349,10 +466,14 @@ pub struct OAuthConfig {
     pub authorize_url: Option<String>,
     /// The token endpoint.
     pub token_url: String,
-    /// `client_id`.
+    /// `client_id`; for a service account, its `client_email` (the assertion's issuer).
     pub client_id: String,
     /// Scopes to ask for.
     pub scopes: Vec<String>,
+    /// A service account's key id (the assertion's `kid`).
+    pub private_key_id: Option<String>,
+    /// The user a service account acts for (the assertion's `sub`; domain-wide delegation).
+    pub subject: Option<String>,
     /// When the current access token expires, if one was issued with an expiry.
     pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
@@ -369,7 +490,7 @@ impl OAuthConfig {
         Ok(OAuthConfig {
             authorize_url: config["authorize_url"].as_str().map(str::to_owned),
             token_url: text("token_url")?,
-            client_id: text("client_id")?,
+            client_id: text("client_id").or_else(|_| text("client_email"))?,
             scopes: config["scopes"]
                 .as_array()
                 .map(|a| {
@@ -379,6 +500,8 @@ impl OAuthConfig {
                         .collect()
                 })
                 .unwrap_or_default(),
+            private_key_id: config["private_key_id"].as_str().map(str::to_owned),
+            subject: config["subject"].as_str().map(str::to_owned),
             expires_at: config["expires_at"]
                 .as_str()
                 .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
@@ -487,7 +610,7 @@ impl Credential {
             },
             "bearer" => Credential::Bearer(field(stored.token, "token")?),
             // The worker refreshes the token before it rebuilds the credential.
-            "oauth2_client" | "oauth2_code" => Credential::Bearer(
+            "oauth2_client" | "oauth2_code" | "service_account" => Credential::Bearer(
                 stored
                     .access_token
                     .map(Zeroizing::new)
@@ -658,6 +781,7 @@ mod tests {
             access_token: Some("at-s3cr3t".into()),
             client_secret: secret.client_secret.clone(),
             refresh_token: None,
+            private_key: None,
         };
         let c =
             Credential::from_parts("oauth2_code", &parts.config, &authorized.to_json()).unwrap();
@@ -732,6 +856,127 @@ mod tests {
             let e = split_auth(&auth).unwrap_err().to_string();
             assert!(e.contains(expect), "{auth}: {e}");
             assert!(!e.contains("s3cr3t"), "{e}");
+        }
+    }
+
+    /// A throwaway 2048-bit RSA key made for these tests only; it signs nothing real.
+    const TEST_KEY: &str = include_str!("../../tests/fixtures/service-account-test-key.pem");
+
+    #[test]
+    fn a_service_account_keeps_its_identity_clear_and_seals_its_key() {
+        let parts = split_auth(&json!({
+            "type": "service_account",
+            "client_email": "robot@project.iam.gserviceaccount.com",
+            "private_key": TEST_KEY,
+            "private_key_id": "k-1",
+            "scopes": ["https://www.googleapis.com/auth/spreadsheets"],
+            "subject": "ada@example.com",
+        }))
+        .unwrap();
+        assert_eq!(parts.auth_type, "service_account");
+        assert_eq!(
+            parts.config,
+            json!({
+                "token_url": "https://oauth2.googleapis.com/token",
+                "client_email": "robot@project.iam.gserviceaccount.com",
+                "private_key_id": "k-1",
+                "scopes": ["https://www.googleapis.com/auth/spreadsheets"],
+                "subject": "ada@example.com",
+            })
+        );
+        let secret = OAuthSecret::from_json(&parts.secret).unwrap();
+        assert_eq!(secret.private_key.as_deref(), Some(TEST_KEY));
+        assert!(!format!("{secret:?}").contains("PRIVATE KEY"), "{secret:?}");
+        let config = OAuthConfig::from_config(&parts.config).unwrap();
+        assert_eq!(config.client_id, "robot@project.iam.gserviceaccount.com");
+        assert_eq!(config.private_key_id.as_deref(), Some("k-1"));
+        assert_eq!(config.subject.as_deref(), Some("ada@example.com"));
+        // No token until the worker signs its first assertion.
+        assert!(Credential::from_parts(parts.auth_type, &parts.config, &parts.secret).is_err());
+
+        // Google's key file as it is handed out, unused fields and all.
+        let file = json!({
+            "type": "service_account",
+            "project_id": "project",
+            "private_key_id": "k-2",
+            "private_key": TEST_KEY,
+            "client_email": "robot@project.iam.gserviceaccount.com",
+            "client_id": "1234567890",
+            "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+            "token_uri": "https://oauth2.example/token",
+            "auth_provider_x509_cert_url": "https://www.googleapis.com/oauth2/v1/certs",
+            "client_x509_cert_url": "https://www.googleapis.com/robot/v1/metadata/x509/robot",
+            "universe_domain": "googleapis.com",
+        });
+        let parts = split_auth(&json!({
+            "type": "service_account", "key": file, "scopes": ["drive.file"],
+        }))
+        .unwrap();
+        assert_eq!(
+            parts.config,
+            json!({
+                "token_url": "https://oauth2.example/token",
+                "client_email": "robot@project.iam.gserviceaccount.com",
+                "private_key_id": "k-2",
+                "scopes": ["drive.file"],
+            })
+        );
+        assert_eq!(
+            OAuthSecret::from_json(&parts.secret)
+                .unwrap()
+                .private_key
+                .as_deref(),
+            Some(TEST_KEY)
+        );
+    }
+
+    #[test]
+    fn a_bad_service_account_is_refused_without_quoting_its_key() {
+        let pkcs1 = TEST_KEY.replace("PRIVATE KEY", "RSA PRIVATE KEY");
+        let broken = TEST_KEY.replacen('M', "%", 1);
+        let sa = |key: &str| json!({ "type": "service_account", "client_email": "r@p.example", "private_key": key, "scopes": ["s"] });
+        for (auth, expect) in [
+            (sa("not a key"), "is not a PEM block"),
+            (sa(&pkcs1), "`RSA PRIVATE KEY` (PKCS#1)"),
+            (sa(&broken), "not valid base64"),
+            (
+                json!({ "type": "service_account", "client_email": "r@p.example", "private_key": TEST_KEY }),
+                "`scopes` is required",
+            ),
+            (
+                json!({ "type": "service_account", "private_key": TEST_KEY, "scopes": ["s"] }),
+                "`client_email` is required",
+            ),
+            (
+                json!({ "type": "service_account", "key": { "private_key": TEST_KEY }, "scopes": ["s"] }),
+                "`key.client_email` is required",
+            ),
+            (
+                json!({ "type": "service_account", "key": { "client_email": "r@p.example", "private_key": &broken }, "scopes": ["s"] }),
+                "not valid base64",
+            ),
+            (
+                json!({ "type": "service_account", "key": { "type": "authorized_user" }, "scopes": ["s"] }),
+                "service account's key file",
+            ),
+            (
+                json!({ "type": "service_account", "key": "{}", "scopes": ["s"] }),
+                "JSON object",
+            ),
+            (
+                json!({ "type": "service_account", "key": {}, "client_email": "r@p.example", "scopes": ["s"] }),
+                "`client_email` is not a field",
+            ),
+            (
+                json!({ "type": "service_account", "token_url": "file:///t", "client_email": "r@p.example", "private_key": TEST_KEY, "scopes": ["s"] }),
+                "`token_url` must be an absolute http(s) URL",
+            ),
+        ] {
+            let e = split_auth(&auth).unwrap_err().to_string();
+            assert!(e.contains(expect), "{e}");
+            for line in TEST_KEY.lines().filter(|l| !l.starts_with("-----")) {
+                assert!(!e.contains(&line[..12]), "quotes the key: {e}");
+            }
         }
     }
 

@@ -13,7 +13,9 @@
 //! - [`credential`]: a connection's `auth` split into clear config and a sealed secret, and
 //!   applied to a request; scrubbing of secrets from outputs.
 //! - [`oauth`]: the OAuth 2.0 token endpoint client (authorization code with PKCE, client
-//!   credentials, refresh), its failures classified by status and `error` code.
+//!   credentials, refresh, JWT bearer), its failures classified by status and `error` code.
+//! - [`service_account`]: service-account keys (PKCS#8 PEM, RSA) and the RS256 JWT assertions
+//!   they sign for the JWT bearer grant (RFC 7523).
 //! - [`redact`]: secret-looking keys and values taken out of what the audit ledger stores.
 //!
 //! This crate knows nothing of NATS or the engine.
@@ -26,6 +28,7 @@ pub mod manifest;
 pub mod oauth;
 pub mod redact;
 pub mod registry;
+pub mod service_account;
 
 pub use action::{ActionContext, execute};
 pub use credential::Credential;

@@ -3,11 +3,13 @@
 //!
 //! - authorization code (§4.1.3), with the PKCE `code_verifier` (RFC 7636 §4.5);
 //! - client credentials (§4.4);
-//! - refresh token (§6).
+//! - refresh token (§6);
+//! - JWT bearer (RFC 7523 §2.1), with an assertion [`crate::service_account`] signs.
 //!
 //! Every request is an `application/x-www-form-urlencoded` POST. A confidential client
 //! authenticates with HTTP Basic (`client_secret_basic`, §2.3.1: id and secret each
 //! form-encoded, then joined by `:`); a public client (no secret) sends `client_id` in the body.
+//! A JWT bearer grant sends neither: the signed assertion identifies the account.
 //! Errors are told apart by status and by the JSON body's `error` code (§5.2), never by text:
 //! `invalid_grant` is [`TokenError::InvalidGrant`] (a person must sign in again), other §5.2
 //! codes are [`TokenError::Rejected`], and 5xx, 429, timeouts and connection failures are
@@ -60,7 +62,15 @@ pub enum Grant<'a> {
         /// The refresh token.
         refresh_token: &'a str,
     },
+    /// `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer` (RFC 7523 §2.1).
+    JwtBearer {
+        /// The signed JWT ([`crate::service_account::sign`]).
+        assertion: &'a str,
+    },
 }
+
+/// The `grant_type` of [`Grant::JwtBearer`].
+pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 /// The client asking for tokens.
 pub struct Client<'a> {
@@ -78,6 +88,7 @@ impl fmt::Debug for Grant<'_> {
             Grant::AuthorizationCode { .. } => "Grant::AuthorizationCode(<redacted>)",
             Grant::ClientCredentials { .. } => "Grant::ClientCredentials",
             Grant::RefreshToken { .. } => "Grant::RefreshToken(<redacted>)",
+            Grant::JwtBearer { .. } => "Grant::JwtBearer(<redacted>)",
         })
     }
 }
@@ -185,6 +196,13 @@ fn body(client: &Client<'_>, grant: &Grant<'_>) -> Zeroizing<String> {
         Grant::RefreshToken { refresh_token } => {
             form.append_pair("grant_type", "refresh_token")
                 .append_pair("refresh_token", refresh_token);
+        }
+        Grant::JwtBearer { assertion } => {
+            form.append_pair("grant_type", JWT_BEARER_GRANT)
+                .append_pair("assertion", assertion);
+            // The assertion authenticates the account (RFC 7523 §3.1: client authentication is
+            // optional, and Google takes none).
+            return Zeroizing::new(form.finish());
         }
     }
     if client.client_secret.is_none() {
@@ -385,5 +403,16 @@ mod tests {
             "grant_type=client_credentials&scope=read+write&client_id=id"
         );
         assert_eq!(form_encode("a b:c"), "a+b%3Ac");
+        let b = body(
+            &public,
+            &Grant::JwtBearer {
+                assertion: "h.c.s-_",
+            },
+        );
+        assert_eq!(
+            b.as_str(),
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=h.c.s-_",
+            "no client_id: the assertion names the account"
+        );
     }
 }

@@ -32,6 +32,7 @@ static BUILTIN: &[Manifest] = &[
             AuthType::Headers,
             AuthType::OAuth2Client,
             AuthType::OAuth2Code,
+            AuthType::ServiceAccount,
         ],
         requires_connection: false,
         default_base_url: "",

@@ -234,6 +234,7 @@ pub async fn callback(
         client_secret: secret.client_secret.clone(),
         access_token: Some(tokens.access_token.to_string()),
         refresh_token: tokens.refresh_token.as_ref().map(|t| t.to_string()),
+        private_key: None,
     };
     let sealed = keyring.seal(
         &workers::connection_aad(row.workspace_id, row.id),

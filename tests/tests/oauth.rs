@@ -2,7 +2,9 @@
 //! databases, against a fake provider over real HTTP that speaks RFC 6749 and RFC 7636 as
 //! written: form-encoded token requests with HTTP Basic client authentication, JSON token
 //! responses, `{"error": "invalid_grant"}` with 400, S256 code challenges it checks itself,
-//! and refresh tokens it rotates (an old one is refused).
+//! and refresh tokens it rotates (an old one is refused). For service accounts it speaks RFC
+//! 7523 as Google does: it verifies the JWT bearer assertion's RS256 signature against the
+//! account's public key and checks its claims before it issues a token.
 
 mod common;
 
@@ -25,6 +27,12 @@ use switchyard_tests::{Backend, wait_until};
 
 const CLIENT_ID: &str = "switchyard-test";
 const CLIENT_SECRET: &str = "client-s3cret/with+chars";
+
+/// A throwaway 2048-bit RSA key made for these tests only (`openssl genpkey -algorithm RSA
+/// -pkeyopt rsa_keygen_bits:2048`); it belongs to no real account and signs nothing real.
+const SERVICE_ACCOUNT_KEY: &str = include_str!("../fixtures/service-account-test-key.pem");
+const SERVICE_ACCOUNT_EMAIL: &str = "robot@switchyard-test.iam.gserviceaccount.com";
+const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 /// One token request as the provider received it.
 #[derive(Debug, Clone)]
@@ -50,6 +58,12 @@ struct ProviderState {
     /// The bearer token of every API call.
     api_calls: Vec<String>,
     issued: u32,
+    /// This provider's token endpoint, the `aud` a JWT bearer assertion must name.
+    token_url: String,
+    /// The scope a JWT bearer assertion must ask for.
+    expected_scope: String,
+    /// The header and claims of every assertion whose signature and claims checked out.
+    assertions: Vec<(Value, Value)>,
 }
 
 #[derive(Default)]
@@ -124,18 +138,73 @@ async fn authorize(
     (StatusCode::FOUND, [("location", location.to_string())], "").into_response()
 }
 
+/// The public key of the test service account, as the provider holds it (DER RSAPublicKey).
+fn service_account_public_key() -> Vec<u8> {
+    use ring::signature::KeyPair as _;
+    let body: String = SERVICE_ACCOUNT_KEY
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .expect("the fixture is base64");
+    ring::signature::RsaKeyPair::from_pkcs8(&der)
+        .expect("the fixture is a PKCS#8 RSA key")
+        .public_key()
+        .as_ref()
+        .to_vec()
+}
+
+/// Checks a JWT bearer assertion as Google does (RFC 7523 §3): an RS256 signature by the
+/// account's key, the account as `iss`, this token endpoint as `aud`, the expected scope, and
+/// a lifetime of one hour around now. Returns its header and claims.
+fn verify_assertion(assertion: &str, token_url: &str, scope: &str) -> Option<(Value, Value)> {
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut parts = assertion.split('.');
+    let (header, claims, signature) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let public_key = service_account_public_key();
+    ring::signature::UnparsedPublicKey::new(
+        &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+        &public_key,
+    )
+    .verify(
+        format!("{header}.{claims}").as_bytes(),
+        &b64.decode(signature).ok()?,
+    )
+    .ok()?;
+    let header: Value = serde_json::from_slice(&b64.decode(header).ok()?).ok()?;
+    let claims: Value = serde_json::from_slice(&b64.decode(claims).ok()?).ok()?;
+    let now = chrono::Utc::now().timestamp();
+    let (iat, exp) = (claims["iat"].as_i64()?, claims["exp"].as_i64()?);
+    let ok = header["alg"] == "RS256"
+        && header["typ"] == "JWT"
+        && claims["iss"] == SERVICE_ACCOUNT_EMAIL
+        && claims["aud"] == token_url
+        && claims["scope"] == scope
+        && exp - iat == 3600
+        && (iat - now).abs() < 60;
+    ok.then_some((header, claims))
+}
+
 async fn token(State(p): State<Arc<Provider>>, headers: HeaderMap, body: String) -> Response {
     if headers.get("content-type").and_then(|v| v.to_str().ok())
         != Some("application/x-www-form-urlencoded")
     {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
     }
-    if basic_client(&headers) != Some((CLIENT_ID.to_owned(), CLIENT_SECRET.to_owned())) {
-        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
-    }
     let form: HashMap<String, String> = form_urlencoded::parse(body.as_bytes())
         .into_owned()
         .collect();
+    // A JWT bearer grant authenticates with its signed assertion, not with client credentials.
+    let jwt_bearer = form.get("grant_type").map(String::as_str) == Some(JWT_BEARER);
+    if !jwt_bearer
+        && basic_client(&headers) != Some((CLIENT_ID.to_owned(), CLIENT_SECRET.to_owned()))
+    {
+        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
+    }
     // Held a moment, so concurrent refreshes would overlap if the fleet let them.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut s = p.state();
@@ -161,6 +230,15 @@ async fn token(State(p): State<Arc<Provider>>, headers: HeaderMap, body: String)
             true
         }
         "client_credentials" => false,
+        JWT_BEARER => {
+            let verified = verify_assertion(&field("assertion"), &s.token_url, &s.expected_scope);
+            let Some(verified) = verified else {
+                // What Google answers for a bad signature or wrong claims.
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+            };
+            s.assertions.push(verified);
+            false
+        }
         _ => return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type"),
     };
     s.issued += 1;
@@ -206,6 +284,7 @@ async fn start_provider() -> Result<(SocketAddr, Arc<Provider>)> {
         .with_state(provider.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
+    provider.state().token_url = format!("http://{addr}/token");
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -542,5 +621,94 @@ async fn client_credentials_obtain_a_token_and_use_it() -> Result<()> {
     let shown = connection(&stack).await?;
     assert!(shown["auth"]["expires_at"].is_string(), "{shown:#}");
     assert!(!shown.to_string().contains("access-"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_service_account_signs_a_jwt_and_its_token_is_used() -> Result<()> {
+    let (addr, provider) = start_provider().await?;
+    let scopes = [
+        "https://www.googleapis.com/auth/spreadsheets",
+        "https://www.googleapis.com/auth/drive.file",
+    ];
+    provider.state().expected_scope = scopes.join(" ");
+    let stack = Stack::start_with_workers(Backend::Postgres, 1).await?;
+    let key_lines: Vec<&str> = SERVICE_ACCOUNT_KEY
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+
+    // A PKCS#1 key is refused when the connection is created, without being quoted.
+    let r = stack
+        .http
+        .post(format!("{}/v1/connections", stack.api))
+        .json(&json!({ "name": "crm", "connector": "http", "auth": {
+            "type": "service_account",
+            "client_email": SERVICE_ACCOUNT_EMAIL,
+            "private_key": SERVICE_ACCOUNT_KEY.replace("PRIVATE KEY", "RSA PRIVATE KEY"),
+            "scopes": scopes,
+        } }))
+        .send()
+        .await?;
+    let status = r.status();
+    let refused = r.text().await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert!(refused.contains("PKCS#8"), "{refused}");
+    assert!(key_lines.iter().all(|l| !refused.contains(l)), "{refused}");
+
+    let created = create(
+        &stack,
+        json!({
+            "type": "service_account",
+            "token_url": format!("http://{addr}/token"),
+            "client_email": SERVICE_ACCOUNT_EMAIL,
+            "private_key": SERVICE_ACCOUNT_KEY,
+            "private_key_id": "test-key-1",
+            "scopes": scopes,
+            "subject": "ada@example.com",
+        }),
+    )
+    .await?;
+    assert_eq!(created["status"], "active", "{created:#}");
+    assert_eq!(created["auth_type"], "service_account");
+    assert_eq!(created["auth"]["client_email"], SERVICE_ACCOUNT_EMAIL);
+    assert!(!created.to_string().contains("PRIVATE KEY"), "{created:#}");
+
+    stack.apply(&fan_out(addr, "one", 1)).await?;
+    for _ in 0..2 {
+        let (_, id) = stack.start_run("one", json!({}), None).await?;
+        let run = stack.finished(&id, WAIT).await?;
+        assert_eq!(run["status"], "succeeded", "{run:#}");
+    }
+
+    let grants = provider.grants(JWT_BEARER);
+    assert_eq!(grants.len(), 1, "the token is reused while it is valid");
+    assert_eq!(
+        grants[0]
+            .form
+            .keys()
+            .map(String::as_str)
+            .collect::<std::collections::BTreeSet<_>>(),
+        ["assertion", "grant_type"].into(),
+        "no client_id or secret: the assertion names the account"
+    );
+    {
+        let s = provider.state();
+        assert_eq!(
+            s.assertions.len(),
+            1,
+            "the signature and claims checked out"
+        );
+        let (header, claims) = &s.assertions[0];
+        assert_eq!(header["kid"], "test-key-1");
+        assert_eq!(claims["sub"], "ada@example.com");
+        assert_eq!(s.api_calls, vec![s.access_tokens[0].clone(); 2]);
+    }
+
+    let shown = connection(&stack).await?;
+    assert!(shown["auth"]["expires_at"].is_string(), "{shown:#}");
+    for secret in ["PRIVATE KEY", "access-", key_lines[1]] {
+        assert!(!shown.to_string().contains(secret), "{shown:#}");
+    }
     Ok(())
 }

@@ -6,14 +6,16 @@
 //! request leaves, and rotated credentials are used from the next step on.
 //!
 //! # OAuth tokens
-//! An `oauth2_client` or `oauth2_code` connection holds an access token that expires. A
+//! An `oauth2_client`, `oauth2_code` or `service_account` connection holds an access token
+//! that expires (none at first, for the first two). A
 //! worker that finds it expiring within [`REFRESH_BEFORE`] refreshes it, at most once at a
 //! time per connection across the whole fleet: it opens a transaction, locks the connection
 //! row (`SELECT … FOR UPDATE` on PostgreSQL; on SQLite a `BEGIN IMMEDIATE` transaction, the
 //! database's one writer lock), and reads it again. If another worker refreshed it meanwhile,
-//! it uses that token; otherwise it asks the token endpoint (`refresh_token` grant, or
-//! `client_credentials`) and stores the new access token, its expiry and any rotated refresh
-//! token in the same transaction. `invalid_grant` marks the connection `needs_reauth` and
+//! it uses that token; otherwise it asks the token endpoint (`refresh_token` grant,
+//! `client_credentials`, or for a service account a JWT it signs with its private key, RFC
+//! 7523) and stores the new access token, its expiry and any rotated refresh token in the same
+//! transaction. `invalid_grant` marks the connection `needs_reauth` and
 //! fails the step `needs_reauth` without calling the API; a token endpoint that is down fails
 //! it `upstream_unavailable`, which the engine retries. Refreshes are not written to the
 //! audit ledger (the engine owns it); the step's own attempt record is.
@@ -26,6 +28,7 @@ use chrono::{TimeDelta, Utc};
 use connectors::Credential;
 use connectors::credential::{OAuthConfig, OAuthSecret};
 use connectors::oauth::{self, Grant, TokenError};
+use connectors::service_account::{self, SigningKey};
 use schemas::db::entities::connection::{self, ConnectionStatus};
 use schemas::envelope::{ErrorCode, StepMessage};
 use sea_orm::{
@@ -219,7 +222,15 @@ impl Resolver {
             return Credential::from_parts(&row.auth_type, &row.config, &secret.to_json())
                 .map_err(|e| (ErrorCode::Internal, e.to_string()));
         }
-        let grant = if row.auth_type == "oauth2_client" {
+        // Signed now, under the lock: its `iat` is the moment it is sent.
+        let assertion = if row.auth_type == "service_account" {
+            Some(sign_assertion(&config, &secret)?)
+        } else {
+            None
+        };
+        let grant = if let Some(assertion) = &assertion {
+            Some(Grant::JwtBearer { assertion })
+        } else if row.auth_type == "oauth2_client" {
             Some(Grant::ClientCredentials {
                 scopes: &config.scopes,
             })
@@ -281,6 +292,7 @@ impl Resolver {
             .map(|d| now + d);
         let stored = OAuthSecret {
             client_secret: secret.client_secret.clone(),
+            private_key: secret.private_key.clone(),
             access_token: Some(tokens.access_token.to_string()),
             // A provider that rotates refresh tokens sends a new one; the old one is then
             // spent. One that does not keeps the old one valid.
@@ -348,11 +360,20 @@ fn revoked() -> Refusal {
 }
 
 fn needs_reauth(row: &connection::Model) -> Refusal {
+    let how = if row.auth_type == "oauth2_code" {
+        format!("an admin opens GET /v1/oauth/{}/start", row.name)
+    } else {
+        // Client credentials and service-account keys are not renewed by signing in.
+        format!(
+            "an admin gives it new credentials with PUT /v1/connections/{}/credentials",
+            row.name
+        )
+    };
     (
         ErrorCode::NeedsReauth,
         format!(
-            "connection `{}` must be authorized again (an admin opens GET /v1/oauth/{}/start); no request was made",
-            row.name, row.name
+            "connection `{}` must be authorized again ({how}); no request was made",
+            row.name
         ),
     )
 }
@@ -411,7 +432,45 @@ fn open(access: &ConnectionAccess, row: &connection::Model) -> Result<Zeroizing<
 }
 
 fn is_oauth(auth_type: &str) -> bool {
-    matches!(auth_type, "oauth2_client" | "oauth2_code")
+    matches!(
+        auth_type,
+        "oauth2_client" | "oauth2_code" | "service_account"
+    )
+}
+
+/// A service account's JWT bearer assertion, signed with its sealed key, issued now.
+fn sign_assertion(
+    config: &OAuthConfig,
+    secret: &OAuthSecret,
+) -> Result<Zeroizing<String>, Refusal> {
+    // The key was checked when the connection was created; failing here means the stored row
+    // is damaged, which no retry repairs.
+    let internal = |e: service_account::KeyError| {
+        (
+            ErrorCode::Internal,
+            format!("the service account's key cannot sign: {e}; no request was made"),
+        )
+    };
+    let pem = secret.private_key.as_deref().ok_or_else(|| {
+        (
+            ErrorCode::Internal,
+            "the service account's stored secret has no private key; no request was made"
+                .to_owned(),
+        )
+    })?;
+    let key = SigningKey::from_pem(pem).map_err(internal)?;
+    service_account::sign(
+        &key,
+        &service_account::Assertion {
+            issuer: &config.client_id,
+            audience: &config.token_url,
+            scopes: &config.scopes,
+            subject: config.subject.as_deref(),
+            key_id: config.private_key_id.as_deref(),
+        },
+        Utc::now().timestamp(),
+    )
+    .map_err(internal)
 }
 
 fn oauth_parts(

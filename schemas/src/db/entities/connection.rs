@@ -16,7 +16,8 @@ pub struct Model {
     pub name: String,
     /// Connector, e.g. `http`.
     pub connector: String,
-    /// `api_key`, `bearer`, `basic`, `headers`, `oauth2_client` or `oauth2_code`.
+    /// `api_key`, `bearer`, `basic`, `headers`, `oauth2_client`, `oauth2_code` or
+    /// `service_account`.
     pub auth_type: String,
     /// `pending`, `active`, `needs_reauth` or `revoked`.
     pub status: ConnectionStatus,
