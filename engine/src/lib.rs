@@ -33,7 +33,6 @@
 
 pub mod api;
 pub mod approvals;
-pub mod audit;
 pub mod auth;
 pub mod bench;
 pub mod cli;
@@ -53,4 +52,4 @@ pub mod store;
 pub mod topology;
 pub mod triggers;
 
-pub use workers::vault;
+pub use workers::{audit, vault};

@@ -494,15 +494,48 @@ async fn an_expiring_token_is_refreshed_once_for_twenty_concurrent_steps() -> Re
         1,
         "exactly one refresh"
     );
-    let s = provider.state();
-    let newest = s.access_tokens.last().cloned().unwrap_or_default();
-    assert_eq!(s.api_calls.len(), 20);
+    let newest = {
+        let s = provider.state();
+        let newest = s.access_tokens.last().cloned().unwrap_or_default();
+        assert_eq!(s.api_calls.len(), 20);
+        assert!(
+            s.api_calls.iter().all(|t| *t == newest),
+            "every call used the refreshed token: {:?}",
+            s.api_calls
+        );
+        newest
+    };
+    // The one call to the token endpoint is in the ledger, with no token in it.
+    let requests = token_requests(&stack).await?;
+    assert_eq!(requests.len(), 1, "{requests:#?}");
+    assert_eq!(requests[0]["outcome"], "success");
+    assert_eq!(requests[0]["details"]["grant"], "refresh_token");
+    assert!(!newest.is_empty());
     assert!(
-        s.api_calls.iter().all(|t| *t == newest),
-        "every call used the refreshed token: {:?}",
-        s.api_calls
+        !serde_json::to_string(&requests)?.contains(&newest),
+        "{requests:#?}"
     );
     Ok(())
+}
+
+/// The ledger's records of calls to the connection's token endpoint.
+async fn token_requests(stack: &Stack) -> Result<Vec<Value>> {
+    let page: Value = stack
+        .http
+        .get(format!("{}/v1/audit?connection=crm&limit=500", stack.api))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(page["records"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .filter(|r| r["kind"] == "connection.token_requested")
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 #[tokio::test]
@@ -563,6 +596,9 @@ async fn invalid_grant_pauses_the_run_until_the_connection_is_authorized_again()
         "no request reached the API"
     );
     assert_eq!(provider.grants("refresh_token").len(), 1, "not retried");
+    let requests = token_requests(&stack).await?;
+    assert_eq!(requests.len(), 1, "{requests:#?}");
+    assert_eq!(requests[0]["error_code"], "needs_reauth");
     // `connection.needs_reauth` was raised once, naming the connection and the run.
     let db = stack.db.connect().await?;
     let raised = schemas::db::entities::event::Entity::find()

@@ -172,7 +172,7 @@ impl Resolver {
                 Credential::from_parts(&row.auth_type, &row.config, &secret.to_json())
                     .map_err(|e| (ErrorCode::Internal, e.to_string()))?
             } else {
-                self.refresh(access, &row).await?
+                self.refresh(access, &row, step).await?
             }
         } else {
             Credential::from_parts(&row.auth_type, &row.config, &text)
@@ -188,6 +188,7 @@ impl Resolver {
         &self,
         access: &ConnectionAccess,
         stale: &connection::Model,
+        step: &StepMessage,
     ) -> Result<Credential, Refusal> {
         let db = &access.db;
         let backend = db.get_database_backend();
@@ -240,6 +241,13 @@ impl Resolver {
                 .as_deref()
                 .map(|refresh_token| Grant::RefreshToken { refresh_token })
         };
+        let grant_name = match &grant {
+            Some(Grant::JwtBearer { .. }) => "jwt_bearer",
+            Some(Grant::ClientCredentials { .. }) => "client_credentials",
+            Some(Grant::RefreshToken { .. }) => "refresh_token",
+            Some(_) | None => "none",
+        };
+        let asked = std::time::Instant::now();
         let answer = match &grant {
             Some(grant) => {
                 let http = self
@@ -266,17 +274,30 @@ impl Resolver {
                 active.status = Set(ConnectionStatus::NeedsReauth);
                 active.updated_at = Set(Utc::now());
                 active.update(&tx).await.map_err(db_unavailable)?;
+                let record = token_record(&row, step, grant_name, asked, Some("needs_reauth"));
+                crate::audit::append(&tx, vec![(row.workspace_id, record)])
+                    .await
+                    .map_err(db_unavailable)?;
                 tx.commit().await.map_err(db_unavailable)?;
                 tracing::warn!(connection_id = %row.id, "oauth grant refused: connection needs reauthorization");
                 return Err(needs_reauth(&row));
             }
             Err(e) => {
-                let _ = tx.rollback().await;
                 let code = if e.is_retryable() {
                     ErrorCode::UpstreamUnavailable
                 } else {
                     ErrorCode::Unauthorized
                 };
+                // Nothing about the connection changes; the failed call is still recorded.
+                let word = serde_json::to_value(code)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let record = token_record(&row, step, grant_name, asked, Some(&word));
+                crate::audit::append(&tx, vec![(row.workspace_id, record)])
+                    .await
+                    .map_err(db_unavailable)?;
+                tx.commit().await.map_err(db_unavailable)?;
                 return Err((
                     code,
                     format!(
@@ -318,6 +339,15 @@ impl Resolver {
         active.ciphertext = Set(Some(sealed.ciphertext));
         active.updated_at = Set(now);
         active.update(&tx).await.map_err(db_unavailable)?;
+        let mut record = token_record(&row, step, grant_name, asked, None);
+        record.details = Some(serde_json::json!({
+            "grant": grant_name,
+            "expires_at": expires_at,
+            "refresh_token_rotated": tokens.refresh_token.is_some(),
+        }));
+        crate::audit::append(&tx, vec![(row.workspace_id, record)])
+            .await
+            .map_err(db_unavailable)?;
         tx.commit().await.map_err(db_unavailable)?;
         tracing::info!(connection_id = %row.id, rotated = tokens.refresh_token.is_some(), "oauth token refreshed");
         Ok(Credential::Bearer(tokens.access_token))
@@ -349,6 +379,35 @@ impl Resolver {
                 .exec(&db)
                 .await;
         });
+    }
+}
+
+/// The ledger record of one call to a connection's token endpoint, made for `step`: who
+/// caused it (the step's run), which connection, which grant, and how it ended — never a token.
+fn token_record(
+    row: &connection::Model,
+    step: &StepMessage,
+    grant: &str,
+    asked: std::time::Instant,
+    error: Option<&str>,
+) -> crate::audit::Entry {
+    crate::audit::Entry {
+        kind: "connection.token_requested",
+        principal: "worker".into(),
+        via: "run",
+        at: Utc::now(),
+        run_id: Some(step.run_id),
+        step_id: Some(step.step_id.clone()),
+        item_index: step.item_index.and_then(|i| i32::try_from(i).ok()),
+        attempt: i32::try_from(step.attempt).ok(),
+        connector: Some(row.connector.clone()),
+        action: Some("oauth.token".into()),
+        connection_id: Some(row.id),
+        outcome: if error.is_some() { "error" } else { "success" },
+        error_code: error.map(str::to_owned),
+        duration_ms: i64::try_from(asked.elapsed().as_millis()).ok(),
+        details: Some(serde_json::json!({ "grant": grant })),
+        ..crate::audit::Entry::default()
     }
 }
 

@@ -14,6 +14,7 @@
 //!   that connection (or host) for every worker, via the `SY_HOLDS` stream.
 //! - `events`: everything the worker logs, one struct per event, never inputs or outputs.
 //! - [`error`]: [`WorkerError`], why a worker could not start.
+//! - [`audit`]: the hash-chained ledger (engine and workers append to it; the engine serves it).
 //! - [`vault`]: envelope encryption of stored secrets (shared with the engine, which seals
 //!   what workers open).
 //! - `credentials`: a step's connection, read from the database and opened in memory for one
@@ -31,6 +32,7 @@
 //! at once. Nothing is acked before the result it produced is stored, so a crash anywhere means
 //! a redelivery, whose result JetStream deduplicates.
 
+pub mod audit;
 pub mod config;
 pub mod error;
 pub mod vault;
