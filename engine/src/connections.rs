@@ -68,7 +68,9 @@ pub struct NewConnection {
 }
 
 /// The API view of a connection: never a secret.
-pub fn view(row: &connection::Model, used_by: &[String]) -> Value {
+/// `used_by` are the workflows whose latest version names it; `agents` the agents the
+/// workspace's policy lets use it.
+pub fn view(row: &connection::Model, used_by: &[String], agents: &[String]) -> Value {
     json!({
         "name": row.name,
         "connector": row.connector,
@@ -80,6 +82,7 @@ pub fn view(row: &connection::Model, used_by: &[String]) -> Value {
         "updated_at": row.updated_at,
         "last_used_at": row.last_used_at,
         "used_by": used_by,
+        "agents": agents,
     })
 }
 
@@ -385,4 +388,168 @@ pub async fn check_workflow(
         }
     }
     Ok(problems)
+}
+
+/// Auth types whose secret is an OAuth token set rather than a static credential.
+const OAUTH_TYPES: [&str; 3] = ["oauth2_code", "oauth2_client", "service_account"];
+
+/// What `POST /v1/connections/{name}/test` found: each check in order, and the row as it is
+/// now (its status is `error` if its credentials could not be opened).
+#[derive(Debug)]
+pub struct Tested {
+    /// Whether every check passed.
+    pub ok: bool,
+    /// `{check, ok, detail}` for each check made.
+    pub checks: Vec<Value>,
+    /// The connection after the test.
+    pub row: connection::Model,
+}
+
+/// Tests a connection without running a workflow: its status allows use, its credentials open
+/// with this engine's master keys (and rebuild into what a request would carry), an OAuth
+/// token's expiry, and — when `probe` is given — a `GET` of that URL with the credential
+/// applied, answered 2xx. Credentials that cannot be opened mark the connection `error`.
+pub async fn test(
+    db: &DatabaseConnection,
+    keyring: Option<&Keyring>,
+    http: &reqwest::Client,
+    workspace_id: Uuid,
+    name: &str,
+    probe: Option<reqwest::Url>,
+) -> Result<Tested, ConnectionError> {
+    let mut row = find(db, workspace_id, name)
+        .await?
+        .ok_or_else(|| ConnectionError::NotFound(name.to_owned()))?;
+    let keyring = keyring.ok_or(ConnectionError::NoKeyring)?;
+    let mut checks = Vec::new();
+    let mut check = |name: &str, ok: bool, detail: String| {
+        checks.push(json!({ "check": name, "ok": ok, "detail": detail }));
+        ok
+    };
+    let usable = match row.status {
+        ConnectionStatus::Active | ConnectionStatus::Error => true,
+        ConnectionStatus::Pending | ConnectionStatus::NeedsReauth => false,
+        ConnectionStatus::Revoked => false,
+    };
+    check(
+        "status",
+        usable,
+        match row.status {
+            ConnectionStatus::Pending | ConnectionStatus::NeedsReauth => {
+                format!("needs a person to authorize it (GET /v1/oauth/{name}/start)")
+            }
+            ConnectionStatus::Revoked => "revoked: its credentials were erased".into(),
+            _ => "usable".into(),
+        },
+    );
+    let sealed = match (row.key_version, &row.wrapped_key, &row.ciphertext) {
+        (Some(v), Some(w), Some(c)) => Some(crate::vault::Sealed {
+            key_version: u32::try_from(v).unwrap_or(0),
+            wrapped_key: w.clone(),
+            ciphertext: c.clone(),
+        }),
+        _ => None,
+    };
+    let Some(sealed) = sealed else {
+        check("credentials", false, "none are stored".into());
+        return Ok(Tested {
+            ok: false,
+            checks,
+            row,
+        });
+    };
+    let opened = keyring.open(&workers::connection_aad(row.workspace_id, row.id), &sealed);
+    let text = match opened {
+        Ok(bytes) => String::from_utf8(bytes.to_vec())
+            .map(zeroize::Zeroizing::new)
+            .map_err(|_| "they are not text".to_owned()),
+        Err(e) => Err(e.to_string()),
+    };
+    let text = match text {
+        Ok(text) => text,
+        Err(why) => {
+            check("credentials", false, format!("cannot be opened: {why}"));
+            let mut active: connection::ActiveModel = row.into();
+            active.status = Set(ConnectionStatus::Error);
+            active.updated_at = Set(Utc::now());
+            row = active.update(db).await?;
+            return Ok(Tested {
+                ok: false,
+                checks,
+                row,
+            });
+        }
+    };
+    let credential = if OAUTH_TYPES.contains(&row.auth_type.as_str()) {
+        let expires = connectors::credential::OAuthConfig::from_config(&row.config)
+            .ok()
+            .and_then(|c| c.expires_at);
+        let token = connectors::credential::OAuthSecret::from_json(&text)
+            .ok()
+            .and_then(|s| s.access_token.clone());
+        check(
+            "credentials",
+            true,
+            match (&token, expires) {
+                (Some(_), Some(at)) => format!("open; the access token expires at {at}"),
+                (Some(_), None) => "open; the access token has no expiry".into(),
+                (None, _) => "open; no access token yet (a worker obtains one on first use)".into(),
+            },
+        );
+        token.map(|t| connectors::Credential::Bearer(zeroize::Zeroizing::new(t)))
+    } else {
+        match connectors::Credential::from_parts(&row.auth_type, &row.config, &text) {
+            Ok(c) => {
+                check("credentials", true, "open".into());
+                Some(c)
+            }
+            Err(e) => {
+                check("credentials", false, e.to_string());
+                None
+            }
+        }
+    };
+    if let (Some(url), Some(credential)) = (probe, credential.as_ref()) {
+        let mut url = url;
+        credential.apply_to_url(&mut url);
+        let shown = {
+            let mut u = url.clone();
+            u.set_query(None);
+            u.to_string()
+        };
+        let answer = credential
+            .apply(http.get(url))
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+            .await;
+        match answer {
+            Ok(r) => {
+                let status = r.status();
+                check(
+                    "probe",
+                    status.is_success(),
+                    format!("GET {shown} answered {}", status.as_u16()),
+                );
+            }
+            Err(e) => {
+                // reqwest's message can hold the URL, never the credential (it is in headers).
+                check(
+                    "probe",
+                    false,
+                    format!(
+                        "GET {shown} failed: {}",
+                        if e.is_timeout() {
+                            "timed out".to_owned()
+                        } else if e.is_connect() {
+                            "could not connect".to_owned()
+                        } else {
+                            "request error".to_owned()
+                        }
+                    ),
+                );
+            }
+        }
+    }
+    let ok = usable && checks.iter().all(|c| c["ok"] == true);
+    Ok(Tested { ok, checks, row })
 }

@@ -131,6 +131,17 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// The agents allowed to use `connection`, by name.
+    pub fn agents_of(&self, connection: &str) -> Vec<String> {
+        self.agents
+            .iter()
+            .filter(|(_, connections)| connections.iter().any(|c| c == connection))
+            .map(|(agent, _)| agent.clone())
+            .collect()
+    }
+}
+
 /// The workspace's policy (the empty policy when none was set).
 pub async fn get<C: ConnectionTrait>(db: &C, workspace_id: Uuid) -> Result<Policy, PolicyError> {
     let Some(row) = policy::Entity::find_by_id(workspace_id).one(db).await? else {

@@ -258,6 +258,10 @@ async fn every_route_needs_a_token_and_its_role() -> Result<()> {
             call(Method::GET, "/v1/oauth/crm/start", Body::None),
             "admin",
         ),
+        (
+            call(Method::POST, "/v1/connections/crm/test", Body::None),
+            "admin",
+        ),
         (call(Method::GET, "/v1/audit/verify", Body::None), "admin"),
         (
             call(Method::PUT, "/v1/policy", Body::Json(json!({}))),
@@ -403,6 +407,7 @@ async fn another_workspace_s_names_and_ids_are_not_found() -> Result<()> {
             Body::Json(json!({ "scopes": [] })),
         ),
         call(Method::GET, "/v1/oauth/their-crm/start", Body::None),
+        call(Method::POST, "/v1/connections/their-crm/test", Body::None),
     ] {
         let (status, body) = send(&ours, &api, &c).await?;
         assert_eq!(

@@ -503,3 +503,77 @@ async fn a_step_whose_connection_lost_a_scope_fails_before_any_request() -> Resu
     assert!(body.to_string().contains("repo"), "{body}");
     Ok(())
 }
+
+#[tokio::test]
+async fn testing_a_connection_opens_its_credentials_and_probes_the_provider() -> Result<()> {
+    let (addr, _provider) = start_provider().await?;
+    let stack = Stack::start_with_workers(Backend::Sqlite, 0).await?;
+    create_crm(&stack).await?;
+    let test = |body: Value| {
+        let stack = &stack;
+        async move {
+            call(
+                stack,
+                reqwest::Method::POST,
+                "/v1/connections/crm/test",
+                Some(body),
+            )
+            .await
+        }
+    };
+    let (status, plain) = test(json!({})).await?;
+    assert_eq!(status, StatusCode::OK, "{plain}");
+    assert_eq!(plain["ok"], true, "{plain:#}");
+    let (_, probed) = test(json!({ "probe": format!("http://{addr}/me") })).await?;
+    assert_eq!(probed["ok"], true, "{probed:#}");
+    assert_eq!(probed["checks"][2]["check"], "probe");
+    assert!(
+        probed["checks"][2]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("answered 200")),
+        "{probed:#}"
+    );
+    // Credentials the provider does not accept: the probe says so.
+    call(
+        &stack,
+        reqwest::Method::PUT,
+        "/v1/connections/crm/credentials",
+        Some(json!({ "auth": { "type": "bearer", "token": ROTATED } })),
+    )
+    .await?;
+    let (_, refused) = test(json!({ "probe": format!("http://{addr}/me") })).await?;
+    assert_eq!(refused["ok"], false, "{refused:#}");
+    assert!(refused.to_string().contains("answered 401"), "{refused:#}");
+    for answer in [&plain, &probed, &refused] {
+        let text = answer.to_string();
+        assert!(!text.contains(CANARY) && !text.contains(ROTATED), "{text}");
+    }
+    let (status, _) = test(json!({ "probe": "ftp://example.com/" })).await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // A damaged row: the test says so and marks the connection `error`.
+    let conn = stack.db.connect().await?;
+    let row = connection::Entity::find()
+        .one(&conn)
+        .await?
+        .context("connection row")?;
+    let mut damaged: connection::ActiveModel = row.into();
+    damaged.ciphertext = sea_orm::Set(Some(vec![0u8; 48]));
+    sea_orm::ActiveModelTrait::update(damaged, &conn).await?;
+    let (_, broken) = test(json!({})).await?;
+    assert_eq!(broken["ok"], false, "{broken:#}");
+    assert_eq!(broken["connection"]["status"], "error", "{broken:#}");
+
+    // The agents the policy lets use it are shown with it.
+    let (status, _) = call(
+        &stack,
+        reqwest::Method::PUT,
+        "/v1/policy",
+        Some(json!({ "agents": { "triage-agent": ["crm"], "other-agent": ["billing"] } })),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK);
+    let (_, shown) = call(&stack, reqwest::Method::GET, "/v1/connections/crm", None).await?;
+    assert_eq!(shown["agents"], json!(["triage-agent"]));
+    Ok(())
+}

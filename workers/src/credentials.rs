@@ -449,6 +449,13 @@ fn usable(row: &connection::Model) -> Result<(), Refusal> {
     match row.status {
         ConnectionStatus::Active => Ok(()),
         ConnectionStatus::Revoked => Err(revoked()),
+        ConnectionStatus::Error => Err((
+            ErrorCode::Internal,
+            format!(
+                "connection `{}` failed its last test (its credentials could not be opened); store new credentials with PUT /v1/connections/{}/credentials",
+                row.name, row.name
+            ),
+        )),
         ConnectionStatus::NeedsReauth => Err(needs_reauth(row)),
         ConnectionStatus::Pending => Err((
             ErrorCode::NeedsReauth,

@@ -63,6 +63,7 @@ pub fn router(shared: Shared) -> Router {
         )
         .route("/v1/connections/{name}/credentials", put(rotate_connection))
         .route("/v1/connections/{name}/scopes", put(set_connection_scopes))
+        .route("/v1/connections/{name}/test", post(test_connection))
         .route("/v1/policy", get(get_policy).put(put_policy))
         .route("/v1/approvals", get(approvals::list))
         .route(
@@ -858,7 +859,12 @@ async fn connection_json(
 ) -> Result<Value, ApiError> {
     let workflows = s.definitions.all_latest(&s.db, row.workspace_id).await?;
     let used_by = crate::connections::used_by(&workflows, &row.name);
-    Ok(crate::connections::view(row, &used_by))
+    let policy = crate::policy::get(&s.db, row.workspace_id).await?;
+    Ok(crate::connections::view(
+        row,
+        &used_by,
+        &policy.agents_of(&row.name),
+    ))
 }
 
 async fn create_connection(
@@ -891,9 +897,16 @@ async fn list_connections(
 ) -> Result<Json<Value>, ApiError> {
     let rows = crate::connections::list(&s.db, caller.workspace_id).await?;
     let workflows = s.definitions.all_latest(&s.db, caller.workspace_id).await?;
+    let policy = crate::policy::get(&s.db, caller.workspace_id).await?;
     let list: Vec<Value> = rows
         .iter()
-        .map(|r| crate::connections::view(r, &crate::connections::used_by(&workflows, &r.name)))
+        .map(|r| {
+            crate::connections::view(
+                r,
+                &crate::connections::used_by(&workflows, &r.name),
+                &policy.agents_of(&r.name),
+            )
+        })
         .collect();
     Ok(Json(json!({ "connections": list })))
 }
@@ -965,6 +978,64 @@ async fn set_connection_scopes(
     .await?;
     tx.commit().await?;
     Ok(Json(connection_json(&s, &row).await?))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TestBody {
+    /// A URL of the provider to `GET` with the credential applied (an endpoint that answers
+    /// 2xx for valid credentials, such as a "who am I" route).
+    probe: Option<String>,
+}
+
+async fn test_connection(
+    State(s): State<Shared>,
+    Auth(caller, ..): Auth<Admin>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body?;
+    let parsed: TestBody = if body.iter().all(u8::is_ascii_whitespace) {
+        TestBody::default()
+    } else {
+        parse_secret_body(&body, "a JSON object `{\"probe\"?: \"https://…\"}`")?
+    };
+    let probe = match parsed.probe.as_deref() {
+        None => None,
+        Some(text) => {
+            let url = reqwest::Url::parse(text)
+                .map_err(|e| ApiError::new(ApiErrorCode::InvalidInput, format!("`probe`: {e}")))?;
+            if url.scheme() != "http" && url.scheme() != "https" {
+                return Err(ApiError::new(
+                    ApiErrorCode::InvalidInput,
+                    "`probe` must be an http or https URL",
+                ));
+            }
+            Some(url)
+        }
+    };
+    let tested = crate::connections::test(
+        &s.db,
+        s.keyring.as_deref(),
+        &s.oauth_http,
+        caller.workspace_id,
+        &name,
+        probe,
+    )
+    .await?;
+    let tx = s.db.begin().await?;
+    let mut details = connection_details(&tested.row);
+    if let Some(obj) = details.as_object_mut() {
+        obj.insert("ok".into(), json!(tested.ok));
+        obj.insert("checks".into(), json!(tested.checks));
+    }
+    record(&tx, &caller, "connection.tested", details).await?;
+    tx.commit().await?;
+    Ok(Json(json!({
+        "ok": tested.ok,
+        "checks": tested.checks,
+        "connection": connection_json(&s, &tested.row).await?,
+    })))
 }
 
 async fn revoke_connection(

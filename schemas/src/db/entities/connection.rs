@@ -70,6 +70,10 @@ pub enum ConnectionStatus {
     /// again; steps using it fail `needs_reauth` without calling the provider.
     #[sea_orm(string_value = "needs_reauth")]
     NeedsReauth,
+    /// Its credentials could not be opened when it was last tested (a master key version
+    /// missing, a damaged row); steps using it fail until new credentials are stored.
+    #[sea_orm(string_value = "error")]
+    Error,
 }
 
 /// No relations.
