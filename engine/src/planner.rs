@@ -92,6 +92,8 @@ pub struct RunState<'a> {
     pub scope: Scope,
     /// State of each step by id; a step with no entry is pending.
     pub steps: HashMap<String, StepState>,
+    /// Actions (`connector.action`) the workspace's policy sends to approval.
+    pub gated_actions: &'a [String],
 }
 
 /// Something the caller must do.
@@ -193,7 +195,9 @@ pub fn plan(state: &RunState<'_>) -> Vec<Decision> {
             match steps.get(&step.id).cloned().unwrap_or(StepState::Pending) {
                 st @ (StepState::Pending | StepState::Approved) => {
                     let approved = st == StepState::Approved;
-                    if let Some(d) = start_step(step, &steps, &state.scope, approved) {
+                    if let Some(d) =
+                        start_step(step, &steps, &state.scope, approved, state.gated_actions)
+                    {
                         progressed |= apply(&mut steps, &d);
                         decisions.push(d);
                     }
@@ -383,11 +387,19 @@ fn invalid(message: String) -> StepError {
     }
 }
 
-/// Whether a step must be approved before it starts: its definition asks for it, or its
-/// action is one its connector's manifest marks destructive. The second is the workspace's
-/// rule, not the author's: `required: false` does not lift it.
-pub fn needs_approval(step: &Step) -> bool {
+/// Whether a step must be approved before it starts: its definition asks for it, its action
+/// is one the workspace's policy lists in `gated`, or one its connector's manifest marks
+/// destructive. The last two are the workspace's rules, not the author's: `required: false`
+/// lifts neither.
+pub fn needs_approval(step: &Step, gated: &[String]) -> bool {
     if step.approval.as_ref().is_some_and(|a| a.required) {
+        return true;
+    }
+    if step
+        .action
+        .as_deref()
+        .is_some_and(|a| gated.iter().any(|g| g == a))
+    {
         return true;
     }
     step.action
@@ -409,9 +421,10 @@ fn start_step(
     steps: &HashMap<String, StepState>,
     base: &Scope,
     approved: bool,
+    gated: &[String],
 ) -> Option<Decision> {
     let decision = ready_step(step, steps, base)?;
-    if approved || !needs_approval(step) {
+    if approved || !needs_approval(step, gated) {
         return Some(decision);
     }
     Some(match decision {

@@ -5,6 +5,7 @@
 //! {
 //!   "connectors": { "allow": ["http", "slack"] },
 //!   "actions": { "deny": ["github.close_issue"] },
+//!   "approvals": { "actions": ["slack.post_message"] },
 //!   "agents": { "triage-agent": ["crm"] }
 //! }
 //! ```
@@ -35,6 +36,9 @@ pub struct Policy {
     /// Which actions workflows may not use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actions: Option<ActionRule>,
+    /// Actions that always wait for a person's approval, besides destructive ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvals: Option<ApprovalRule>,
     /// The connections each agent (by principal name) may use through the tools API.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub agents: BTreeMap<String, Vec<String>>,
@@ -46,6 +50,15 @@ pub struct Policy {
 pub struct ConnectorRule {
     /// Only these connectors.
     pub allow: Vec<String>,
+}
+
+/// `approvals`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalRule {
+    /// `connector.action`s whose steps wait at an approval gate (any operator decides, unless
+    /// the step's own `approval` names approvers).
+    pub actions: Vec<String>,
 }
 
 /// `actions`.
@@ -79,14 +92,16 @@ impl Policy {
                 )));
             }
         }
-        for action in self.actions.iter().flat_map(|a| &a.deny) {
+        let denied = self.actions.iter().flat_map(|a| &a.deny);
+        let gated = self.approvals.iter().flat_map(|a| &a.actions);
+        for action in denied.chain(gated) {
             let known = action
                 .split_once('.')
                 .and_then(|(c, a)| registry.get(c).and_then(|m| m.action(a)))
                 .is_some();
             if !known {
                 return Err(PolicyError::Invalid(format!(
-                    "`actions.deny`: there is no action `{}` (write `connector.action`)",
+                    "`actions.deny` or `approvals.actions`: there is no action `{}` (write `connector.action`)",
                     action.escape_debug()
                 )));
             }

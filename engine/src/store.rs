@@ -379,6 +379,7 @@ pub async fn start_runs(
         }
     }
     work::resolve_connections(&tx, works.iter_mut()).await?;
+    work::resolve_gates(&tx, None, works.iter_mut()).await?;
     for work in &mut works {
         work::advance(work, &mut writes, now);
     }

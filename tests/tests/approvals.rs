@@ -268,3 +268,43 @@ async fn rejection_timeout_and_cancel_each_end_the_gate() -> Result<()> {
     assert_eq!(stack.finished(&id, WAIT).await?["status"], "succeeded");
     Ok(())
 }
+
+#[tokio::test]
+async fn the_workspace_policy_can_send_any_action_to_approval() -> Result<()> {
+    let (fake_addr, fake) = start_fake().await?;
+    let stack = Stack::start(Backend::Sqlite).await?;
+    let put_policy = |body: Value| {
+        let stack = &stack;
+        async move {
+            let r = stack
+                .http
+                .put(format!("{}/v1/policy", stack.api))
+                .json(&body)
+                .send()
+                .await?;
+            Ok::<StatusCode, anyhow::Error>(r.status())
+        }
+    };
+    assert_eq!(
+        put_policy(json!({ "approvals": { "actions": ["http.request"] } })).await?,
+        StatusCode::OK
+    );
+    stack
+        .apply(&format!(
+            "name: plain\nsteps:\n  - {{ id: deploy, action: http.request, with: {{ url: \"http://{fake_addr}/ok\" }} }}\n"
+        ))
+        .await?;
+    // The step asks for no approval; the policy gates it anyway.
+    let id = run_to_gate(&stack, "plain").await?;
+    assert_eq!(fake.hits.load(Ordering::SeqCst), 0);
+    let (status, _) = post(&stack.http, decide_url(&stack, &id, "approve"), json!({})).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(stack.finished(&id, WAIT).await?["status"], "succeeded");
+    assert_eq!(fake.hits.load(Ordering::SeqCst), 1);
+    // Lifted: the next run goes straight through.
+    assert_eq!(put_policy(json!({})).await?, StatusCode::OK);
+    let (_, id) = stack.start_run("plain", json!({}), None).await?;
+    assert_eq!(stack.finished(&id, WAIT).await?["status"], "succeeded");
+    assert_eq!(fake.hits.load(Ordering::SeqCst), 2);
+    Ok(())
+}

@@ -803,6 +803,7 @@ async fn put_policy(
     let document = serde_json::to_value(&policy).unwrap_or(Value::Null);
     record(&tx, &caller, "policy.changed", document.clone()).await?;
     tx.commit().await?;
+    s.definitions.forget_policy(caller.workspace_id);
     Ok(Json(document))
 }
 

@@ -17,6 +17,7 @@ fn state<'a>(wf: &'a Workflow, steps: &[(&str, StepState)]) -> RunState<'a> {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), v.clone()))
             .collect(),
+        gated_actions: &[],
     }
 }
 
@@ -343,7 +344,13 @@ fn destructive_actions_are_gated_even_when_the_step_says_otherwise() {
         .steps
         .iter()
         .find(|s| s.id == "close")
-        .map(needs_approval);
-    let read = wf.steps.iter().find(|s| s.id == "read").map(needs_approval);
-    assert_eq!((close, read), (Some(true), Some(false)));
+        .map(|s| needs_approval(s, &[]));
+    let read = wf.steps.iter().find(|s| s.id == "read");
+    assert_eq!(
+        (close, read.map(|s| needs_approval(s, &[]))),
+        (Some(true), Some(false))
+    );
+    // The workspace's policy can gate any action.
+    let gated = ["http.request".to_owned()];
+    assert_eq!(read.map(|s| needs_approval(s, &gated)), Some(true));
 }

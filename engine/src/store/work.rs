@@ -46,9 +46,33 @@ const DEFINITIONS_KEPT: usize = 1_024;
 #[derive(Debug, Default)]
 pub struct Definitions {
     parsed: Mutex<HashMap<(Uuid, String, i32), Arc<Workflow>>>,
+    /// Each workspace's policy-gated actions, and when they were read.
+    gates: Mutex<HashMap<Uuid, (std::time::Instant, Arc<Vec<String>>)>>,
 }
 
 impl Definitions {
+    fn cached_gates(&self, workspace_id: Uuid) -> Option<Arc<Vec<String>>> {
+        let gates = self.gates.lock().ok()?;
+        let (at, found) = gates.get(&workspace_id)?;
+        (at.elapsed() < GATES_FOR).then(|| found.clone())
+    }
+
+    fn keep_gates(&self, workspace_id: Uuid, gated: Arc<Vec<String>>) {
+        if let Ok(mut gates) = self.gates.lock() {
+            if gates.len() >= DEFINITIONS_KEPT {
+                gates.clear();
+            }
+            gates.insert(workspace_id, (std::time::Instant::now(), gated));
+        }
+    }
+
+    /// Forgets a workspace's approval rules, after its policy changed.
+    pub fn forget_policy(&self, workspace_id: Uuid) {
+        if let Ok(mut gates) = self.gates.lock() {
+            gates.remove(&workspace_id);
+        }
+    }
+
     /// The definition a run is pinned to.
     pub(crate) async fn of_run<C: ConnectionTrait>(
         &self,
@@ -185,6 +209,8 @@ pub(crate) struct RunWork {
     rows: HashMap<(String, i32), step_instance::Model>,
     dirty: BTreeSet<(String, i32)>,
     finish: Option<Finish>,
+    /// Actions the workspace's policy sends to approval (see [`resolve_gates`]).
+    pub gated: Arc<Vec<String>>,
     /// A status to write when the run does not finish in this transaction: `waiting` while a
     /// step is parked on a connection that needs a person, `running` when it resumes.
     pub status_change: Option<RunStatus>,
@@ -233,6 +259,7 @@ impl RunWork {
             rows: HashMap::new(),
             dirty: BTreeSet::new(),
             finish: None,
+            gated: Arc::default(),
             status_change: None,
         }
     }
@@ -359,6 +386,7 @@ impl RunWork {
             workflow: &self.workflow,
             scope,
             steps,
+            gated_actions: &self.gated,
         }
     }
 }
@@ -474,13 +502,69 @@ pub(crate) async fn load_live_runs(
                 rows,
                 dirty: BTreeSet::new(),
                 finish: None,
+                gated: Arc::default(),
                 status_change: None,
             },
         );
     }
     resolve_connections(tx, works.values_mut()).await?;
+    resolve_gates(tx, Some(definitions), works.values_mut()).await?;
     Ok(works)
 }
+
+/// Fills each run's [`RunWork::gated`] from its workspace's policy, through `cache` when
+/// given (read at most every [`GATES_FOR`] per workspace), else from the database.
+pub(crate) async fn resolve_gates<'a, C: ConnectionTrait>(
+    db: &C,
+    cache: Option<&Definitions>,
+    works: impl IntoIterator<Item = &'a mut RunWork>,
+) -> Result<(), StoreError> {
+    let works: Vec<&mut RunWork> = works.into_iter().collect();
+    let mut gates: HashMap<Uuid, Arc<Vec<String>>> = HashMap::new();
+    for work in works {
+        let ws = work.run.workspace_id;
+        if !gates.contains_key(&ws) {
+            let found = match cache.and_then(|c| c.cached_gates(ws)) {
+                Some(g) => g,
+                None => {
+                    let read = Arc::new(read_gates(db, ws).await?);
+                    if let Some(c) = cache {
+                        c.keep_gates(ws, read.clone());
+                    }
+                    read
+                }
+            };
+            gates.insert(ws, found);
+        }
+        work.gated = gates[&ws].clone();
+    }
+    Ok(())
+}
+
+async fn read_gates<C: ConnectionTrait>(
+    db: &C,
+    workspace_id: Uuid,
+) -> Result<Vec<String>, StoreError> {
+    let row = schemas::db::entities::policy::Entity::find_by_id(workspace_id)
+        .one(db)
+        .await?;
+    Ok(row
+        .and_then(|r| {
+            r.document
+                .get("approvals")?
+                .get("actions")?
+                .as_array()
+                .cloned()
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect())
+}
+
+/// How long an engine trusts a workspace's approval rules without reading its policy again.
+/// A policy changed through an engine takes effect there at once.
+pub const GATES_FOR: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Fills each run's [`RunWork::connections`] with one query for all of them, and none when
 /// no definition names a connection.
