@@ -38,6 +38,9 @@ use crate::planner::{self, Decision, Item, RunOutcome, RunState, StepState};
 /// bound values per statement.
 const ROWS_PER_STATEMENT: usize = 1_000;
 
+/// A workspace's policy-gated actions and when they were read.
+type GatesRead = (std::time::Instant, Arc<Vec<String>>);
+
 /// Most parsed definitions an engine keeps.
 const DEFINITIONS_KEPT: usize = 1_024;
 
@@ -47,7 +50,7 @@ const DEFINITIONS_KEPT: usize = 1_024;
 pub struct Definitions {
     parsed: Mutex<HashMap<(Uuid, String, i32), Arc<Workflow>>>,
     /// Each workspace's policy-gated actions, and when they were read.
-    gates: Mutex<HashMap<Uuid, (std::time::Instant, Arc<Vec<String>>)>>,
+    gates: Mutex<HashMap<Uuid, GatesRead>>,
 }
 
 impl Definitions {
@@ -523,20 +526,24 @@ pub(crate) async fn resolve_gates<'a, C: ConnectionTrait>(
     let mut gates: HashMap<Uuid, Arc<Vec<String>>> = HashMap::new();
     for work in works {
         let ws = work.run.workspace_id;
-        if !gates.contains_key(&ws) {
-            let found = match cache.and_then(|c| c.cached_gates(ws)) {
-                Some(g) => g,
-                None => {
-                    let read = Arc::new(read_gates(db, ws).await?);
-                    if let Some(c) = cache {
-                        c.keep_gates(ws, read.clone());
+        let found = match gates.get(&ws) {
+            Some(g) => g.clone(),
+            None => {
+                let g = match cache.and_then(|c| c.cached_gates(ws)) {
+                    Some(g) => g,
+                    None => {
+                        let read = Arc::new(read_gates(db, ws).await?);
+                        if let Some(c) = cache {
+                            c.keep_gates(ws, read.clone());
+                        }
+                        read
                     }
-                    read
-                }
-            };
-            gates.insert(ws, found);
-        }
-        work.gated = gates[&ws].clone();
+                };
+                gates.insert(ws, g.clone());
+                g
+            }
+        };
+        work.gated = found;
     }
     Ok(())
 }
