@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiErrorCode, parse_secret_body};
+use super::{ApiError, ApiErrorCode, parse_optional_body};
 use crate::approvals::{self, ApprovalError, Decision};
 use crate::auth::{Auth, Operator, Viewer};
 use crate::service::Shared;
@@ -51,11 +51,8 @@ async fn decide(
     let run_id =
         uuid::Uuid::parse_str(&run).map_err(|_| ApiError::not_found(format!("run {run}")))?;
     let body = body?;
-    let parsed: DecisionBody = if body.iter().all(u8::is_ascii_whitespace) {
-        DecisionBody::default()
-    } else {
-        parse_secret_body(&body, "a JSON object `{\"comment\"?: string}`")?
-    };
+    let parsed: DecisionBody =
+        parse_optional_body(&body, "a JSON object `{\"comment\"?: string}`")?;
     let gate = approvals::decide(
         &s.db,
         &s.definitions,

@@ -757,6 +757,18 @@ impl From<ConnectionError> for ApiError {
     }
 }
 
+/// [`parse_secret_body`] for a body that may also be empty, meaning `T::default()`.
+pub(crate) fn parse_optional_body<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+    shape: &str,
+) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        parse_secret_body(body, shape)
+    }
+}
+
 /// The request body of a connection call. `auth` is read as any JSON value, so serde's
 /// messages (a field name, a line and column, a type) never quote a secret from it.
 pub(crate) fn parse_secret_body<T: serde::de::DeserializeOwned>(
@@ -996,11 +1008,8 @@ async fn test_connection(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let body = body?;
-    let parsed: TestBody = if body.iter().all(u8::is_ascii_whitespace) {
-        TestBody::default()
-    } else {
-        parse_secret_body(&body, "a JSON object `{\"probe\"?: \"https://…\"}`")?
-    };
+    let parsed: TestBody =
+        parse_optional_body(&body, "a JSON object `{\"probe\"?: \"https://…\"}`")?;
     let probe = match parsed.probe.as_deref() {
         None => None,
         Some(text) => {

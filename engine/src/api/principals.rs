@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use sea_orm::TransactionTrait as _;
 
-use super::{ApiError, ApiErrorCode, parse_secret_body, record};
+use super::{ApiError, ApiErrorCode, parse_optional_body, parse_secret_body, record};
 use crate::auth::{self, Admin, Auth, Caller, NewPrincipal, NewToken, Viewer};
 use crate::service::Shared;
 
@@ -109,14 +109,10 @@ pub(super) async fn issue_token(
 ) -> Result<impl IntoResponse, ApiError> {
     may_manage(&caller, &name)?;
     let body = body?;
-    let new: NewToken = if body.iter().all(u8::is_ascii_whitespace) {
-        NewToken::default()
-    } else {
-        parse_secret_body(
-            &body,
-            "a JSON object `{\"name\"?: string, \"expires_in\"?: \"30d\"}`",
-        )?
-    };
+    let new: NewToken = parse_optional_body(
+        &body,
+        "a JSON object `{\"name\"?: string, \"expires_in\"?: \"30d\"}`",
+    )?;
     let tx = s.db.begin().await?;
     let principal = auth::find_principal(&tx, caller.workspace_id, &name).await?;
     let issued = auth::issue_token(&tx, &principal, new).await?;

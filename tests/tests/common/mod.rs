@@ -189,6 +189,23 @@ pub async fn spawn_engine_process(
 /// [`spawn_worker_process_with`].
 pub type Logs = Arc<Mutex<String>>;
 
+/// Runs `switchyard` with `args` (logging at `info` unless `env` says otherwise), killed on
+/// drop, keeping its standard error.
+fn spawn_logged(args: &[&str], env: &[(&str, &str)]) -> Result<(tokio::process::Child, Logs)> {
+    let mut child = tokio::process::Command::new(switchyard_bin()?)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("spawn switchyard {}", args.first().unwrap_or(&"")))?;
+    let logs = Logs::default();
+    keep_lines(child.stderr.take().context("stderr")?, logs.clone());
+    Ok((child, logs))
+}
+
 /// Keeps every line of `stderr` in `logs` until the stream ends.
 fn keep_lines(stderr: tokio::process::ChildStderr, logs: Logs) {
     use tokio::io::{AsyncBufReadExt, BufReader};
@@ -209,8 +226,8 @@ pub async fn spawn_engine_process_with(
     database_url: &str,
     env: &[(&str, &str)],
 ) -> Result<(tokio::process::Child, String, Logs)> {
-    let mut child = tokio::process::Command::new(switchyard_bin()?)
-        .args([
+    let (mut child, logs) = spawn_logged(
+        &[
             "engine",
             "--nats-url",
             nats_url,
@@ -218,16 +235,9 @@ pub async fn spawn_engine_process_with(
             database_url,
             "--listen",
             "127.0.0.1:0",
-        ])
-        .env("RUST_LOG", "info")
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("spawn engine")?;
-    let logs = Logs::default();
-    keep_lines(child.stderr.take().context("engine stderr")?, logs.clone());
+        ],
+        env,
+    )?;
     let mut addr = String::new();
     wait_until(
         || {
@@ -262,19 +272,9 @@ pub fn spawn_worker_process_with(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> Result<(tokio::process::Child, Logs)> {
-    let mut child = tokio::process::Command::new(switchyard_bin()?)
-        .args(["worker", "--nats-url", nats_url, "--worker-id", worker_id])
-        .args(args)
-        .env("RUST_LOG", "info")
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("spawn worker")?;
-    let logs = Logs::default();
-    keep_lines(child.stderr.take().context("worker stderr")?, logs.clone());
-    Ok((child, logs))
+    let mut all = vec!["worker", "--nats-url", nats_url, "--worker-id", worker_id];
+    all.extend_from_slice(args);
+    spawn_logged(&all, env)
 }
 
 /// Starts a `switchyard worker` process with the given id.
