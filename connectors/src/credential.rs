@@ -456,6 +456,24 @@ impl OAuthSecret {
     pub fn to_json(&self) -> Zeroizing<String> {
         Zeroizing::new(serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned()))
     }
+
+    /// The secret to store after a token endpoint issued `tokens`: the client's own secrets
+    /// kept, the new access token, and the refresh token the provider sent. When it sent none,
+    /// `keep_refresh` keeps the one held now (a provider that does not rotate refresh tokens
+    /// leaves the old one valid); a fresh authorization passes `false`, since what it held
+    /// before was refused.
+    pub fn renewed(&self, tokens: &crate::oauth::Tokens, keep_refresh: bool) -> OAuthSecret {
+        OAuthSecret {
+            client_secret: self.client_secret.clone(),
+            private_key: self.private_key.clone(),
+            access_token: Some(tokens.access_token.to_string()),
+            refresh_token: tokens
+                .refresh_token
+                .as_ref()
+                .map(|t| t.to_string())
+                .or_else(|| keep_refresh.then(|| self.refresh_token.clone()).flatten()),
+        }
+    }
 }
 
 /// The clear part of an OAuth connection, as [`split_auth`] writes it and token refreshes

@@ -115,6 +115,19 @@ pub struct Tokens {
     pub scope: Option<String>,
 }
 
+impl Tokens {
+    /// When the access token expires, counting `expires_in` from `now` (`None` when the
+    /// provider gave no lifetime).
+    pub fn expires_at(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.expires_in
+            .and_then(|d| chrono::TimeDelta::from_std(d).ok())
+            .map(|d| now + d)
+    }
+}
+
 impl fmt::Debug for Tokens {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tokens")

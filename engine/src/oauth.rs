@@ -226,16 +226,8 @@ pub async fn callback(
     )
     .await?;
     let now = Utc::now();
-    let expires_at = tokens
-        .expires_in
-        .and_then(|d| TimeDelta::from_std(d).ok())
-        .map(|d| now + d);
-    let stored = OAuthSecret {
-        client_secret: secret.client_secret.clone(),
-        access_token: Some(tokens.access_token.to_string()),
-        refresh_token: tokens.refresh_token.as_ref().map(|t| t.to_string()),
-        private_key: None,
-    };
+    let expires_at = tokens.expires_at(now);
+    let stored = secret.renewed(&tokens, false);
     let sealed = keyring.seal(
         &workers::connection_aad(row.workspace_id, row.id),
         stored.to_json().as_bytes(),

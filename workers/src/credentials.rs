@@ -307,22 +307,10 @@ impl Resolver {
             }
         };
         let now = Utc::now();
-        let expires_at = tokens
-            .expires_in
-            .and_then(|d| TimeDelta::from_std(d).ok())
-            .map(|d| now + d);
-        let stored = OAuthSecret {
-            client_secret: secret.client_secret.clone(),
-            private_key: secret.private_key.clone(),
-            access_token: Some(tokens.access_token.to_string()),
-            // A provider that rotates refresh tokens sends a new one; the old one is then
-            // spent. One that does not keeps the old one valid.
-            refresh_token: tokens
-                .refresh_token
-                .as_ref()
-                .map(|t| t.to_string())
-                .or_else(|| secret.refresh_token.clone()),
-        };
+        let expires_at = tokens.expires_at(now);
+        // A provider that rotates refresh tokens sends a new one, and the old one is spent;
+        // one that does not leaves the old one valid.
+        let stored = secret.renewed(&tokens, true);
         let sealed = access
             .keyring
             .seal(&aad(row.workspace_id, row.id), stored.to_json().as_bytes())
