@@ -202,12 +202,15 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let outbox = Arc::new(Notify::new());
-    let (starter, starter_task) = Starter::spawn(db.clone(), outbox.clone());
+    // One cache of definitions and approval rules for the whole engine, starts included, so a
+    // policy change through this engine reaches every path at once.
+    let definitions = Arc::new(store::Definitions::default());
+    let (starter, starter_task) = Starter::spawn(db.clone(), definitions.clone(), outbox.clone());
     let shared = Shared {
         db: db.clone(),
         nats: nats.clone(),
         outbox,
-        definitions: Arc::new(store::Definitions::default()),
+        definitions,
         keyring: config.keyring.clone(),
         limiter: Arc::new(Limiter::default()),
         webhook_workspace_rate: config.webhook_workspace_rate,

@@ -25,10 +25,11 @@ impl Starter {
     /// Starts the batching task. It ends once every handle is dropped and the queue drained.
     pub fn spawn(
         db: DatabaseConnection,
+        definitions: Arc<store::Definitions>,
         outbox: Arc<Notify>,
     ) -> (Starter, tokio::task::JoinHandle<()>) {
         let (queue, rx) = mpsc::channel(MAX_BATCH * 4);
-        let task = tokio::spawn(commit_loop(db, outbox, rx));
+        let task = tokio::spawn(commit_loop(db, definitions, outbox, rx));
         (Starter { queue }, task)
     }
 
@@ -44,6 +45,7 @@ impl Starter {
 
 async fn commit_loop(
     db: DatabaseConnection,
+    definitions: Arc<store::Definitions>,
     outbox: Arc<Notify>,
     mut rx: mpsc::Receiver<(NewRun, Waiter)>,
 ) {
@@ -61,7 +63,7 @@ async fn commit_loop(
                 Err(_) => break,
             }
         }
-        match store::start_runs(&db, std::mem::take(&mut runs)).await {
+        match store::start_runs(&db, &definitions, std::mem::take(&mut runs)).await {
             Ok(answers) => {
                 if answers.iter().any(|a| matches!(a, Ok(s) if s.created)) {
                     outbox.notify_one();

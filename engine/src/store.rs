@@ -231,7 +231,7 @@ pub async fn start_run(
         version,
         workflow,
     };
-    start_pinned(db, &pinned, input, idempotency_key, trigger).await
+    start_pinned(db, definitions, &pinned, input, idempotency_key, trigger).await
 }
 
 /// A workflow version a trigger resolved, to start runs of.
@@ -264,6 +264,7 @@ pub struct NewRun {
 /// earlier run of the workflow (see [`start_runs`]).
 pub async fn start_pinned(
     db: &DatabaseConnection,
+    definitions: &Definitions,
     pinned: &Pinned,
     input: Value,
     idempotency_key: Option<&str>,
@@ -275,7 +276,7 @@ pub async fn start_pinned(
         idempotency_key: idempotency_key.map(str::to_owned),
         trigger,
     };
-    start_runs(db, vec![new])
+    start_runs(db, definitions, vec![new])
         .await?
         .pop()
         .unwrap_or(Err(StoreError::Db(sea_orm::DbErr::RecordNotInserted)))
@@ -291,6 +292,7 @@ pub async fn start_pinned(
 /// is the transaction's, and means none of the runs started.
 pub async fn start_runs(
     db: &DatabaseConnection,
+    definitions: &Definitions,
     runs: Vec<NewRun>,
 ) -> Result<Vec<Result<Started, StoreError>>, StoreError> {
     let now = Utc::now();
@@ -379,7 +381,7 @@ pub async fn start_runs(
         }
     }
     work::resolve_connections(&tx, works.iter_mut()).await?;
-    work::resolve_gates(&tx, None, works.iter_mut()).await?;
+    work::resolve_gates(&tx, Some(definitions), works.iter_mut()).await?;
     for work in &mut works {
         work::advance(work, &mut writes, now);
     }

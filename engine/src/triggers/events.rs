@@ -182,7 +182,16 @@ pub async fn handle(shared: &Shared, event: &EventEnvelope) -> Result<Handled, S
             version,
             workflow,
         };
-        match store::start_pinned(&shared.db, &pinned, Value::Null, Some(&key), trigger).await {
+        match store::start_pinned(
+            &shared.db,
+            &shared.definitions,
+            &pinned,
+            Value::Null,
+            Some(&key),
+            trigger,
+        )
+        .await
+        {
             Ok(started) if started.created => handled.started.push((name, started.run_id)),
             Ok(_) => handled.duplicates += 1,
             // The workflow cannot start without inputs the event does not give: say so, and

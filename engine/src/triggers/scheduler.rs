@@ -175,6 +175,7 @@ async fn fire(
         });
         let started = store::start_pinned(
             &shared.db,
+            &shared.definitions,
             pinned,
             Value::Null,
             Some(&run_key),
