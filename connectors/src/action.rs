@@ -1,8 +1,7 @@
-//! Executing an action: the closed set of actions that run today, in one `match`.
+//! Executing an action: the context it runs in, and dispatch to its connector.
 
 use std::time::Duration;
 
-use schemas::envelope::ErrorCode;
 use serde_json::Value;
 
 use crate::error::ActionError;
@@ -20,32 +19,38 @@ pub struct ActionContext {
     pub traceparent: Option<String>,
     /// Cap on a response body, in bytes; a larger response fails without being read whole.
     pub max_response_bytes: usize,
-    /// The HTTP client (from [`http::new_client`]), shared by the actions of one runtime.
-    pub http: reqwest::Client,
+    /// The HTTP client (from [`http::new_client`]), shared by the actions of one runtime; its
+    /// [`http::OutboundPolicy`] decides which destinations the action may reach.
+    pub http: http::Client,
     /// The step's connection's credentials, opened for this call only.
     pub credential: Option<std::sync::Arc<crate::credential::Credential>>,
+    /// The connection's base URL, replacing the manifest's default (tests, self-hosted
+    /// editions such as GitHub Enterprise or GitLab self-managed).
+    pub base_url: Option<reqwest::Url>,
+    /// The connection's fleet-wide request budget, admitting each request an action sends.
+    pub gate: Option<std::sync::Arc<dyn crate::sdk::RequestGate>>,
 }
 
 impl Default for ActionContext {
     /// A 30 s timeout, no idempotency key or trace, [`http::DEFAULT_MAX_RESPONSE_BYTES`], and a
-    /// new client (so a `rustls` crypto provider must be installed first, see
-    /// [`http::new_client`]).
+    /// new client refusing every internal address (so a `rustls` crypto provider must be
+    /// installed first, see [`http::new_client`]).
     fn default() -> Self {
         ActionContext {
             timeout: Duration::from_secs(30),
             idempotency_key: None,
             traceparent: None,
             max_response_bytes: http::DEFAULT_MAX_RESPONSE_BYTES,
-            http: http::new_client(),
+            http: http::new_client(http::OutboundPolicy::default()),
             credential: None,
+            base_url: None,
+            gate: None,
         }
     }
 }
 
-/// Runs `connector.action` with its rendered inputs (the step's `with`) and returns its output.
-///
-/// Only `http.request` executes today ([`http::request`] documents its inputs and output);
-/// any other name is `invalid_input`.
+/// Runs `connector.action` of a built-in connector with its rendered inputs (the step's
+/// `with`) and returns its output. See [`crate::Registry::execute`].
 ///
 /// ```no_run
 /// # async fn example() {
@@ -67,11 +72,7 @@ pub async fn execute(
     action: &str,
     input: Value,
 ) -> Result<Value, ActionError> {
-    match (connector, action) {
-        ("http", "request") => http::request::execute(ctx, &input).await,
-        _ => Err(ActionError::new(
-            ErrorCode::InvalidInput,
-            format!("connector `{connector}` has no executable action `{action}` yet"),
-        )),
-    }
+    crate::Registry::builtin()
+        .execute(ctx, connector, action, input)
+        .await
 }

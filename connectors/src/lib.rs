@@ -6,8 +6,11 @@
 //! - [`registry`]: the built-in manifests, served to the validator through
 //!   [`schemas::catalog::ActionCatalog`].
 //!
-//! - [`action`]: [`execute`] runs an action; today only `http.request` executes, the other
-//!   manifests only tell the validator which `connector.action` names exist.
+//! - [`sdk`]: the [`sdk::Connector`] trait every integration implements, and the
+//!   [`sdk::Call`] its actions send requests through (base URL, credential, fleet-wide
+//!   budget, trace header, caps, classification).
+//! - [`catalog`]: the built-in connectors, one module each.
+//! - [`action`]: the [`ActionContext`] an action runs in, and [`execute`].
 //! - [`http`]: the shared HTTP client, failure classification and rate-limit headers.
 //! - [`error`]: [`ActionError`], with a stable code from `schemas::envelope::ErrorCode`.
 //! - [`credential`]: a connection's `auth` split into clear config and a sealed secret, and
@@ -21,6 +24,7 @@
 //! This crate knows nothing of NATS or the engine.
 
 pub mod action;
+pub mod catalog;
 pub mod credential;
 pub mod error;
 pub mod http;
@@ -28,10 +32,12 @@ pub mod manifest;
 pub mod oauth;
 pub mod redact;
 pub mod registry;
+pub mod sdk;
 pub mod service_account;
 
 pub use action::{ActionContext, execute};
 pub use credential::Credential;
 pub use error::ActionError;
-pub use manifest::{ActionManifest, AuthType, Manifest};
+pub use manifest::{ActionManifest, AuthType, Category, Manifest, RateLimit};
 pub use registry::Registry;
+pub use sdk::{Call, Connector};

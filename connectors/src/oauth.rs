@@ -18,6 +18,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use reqwest::Url;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
@@ -27,18 +28,14 @@ pub const TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest token response read.
 const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
 
-/// An HTTP client for token endpoints: like [`crate::http::new_client`] but following no
-/// redirect (a redirected POST would become a GET, or carry the client secret elsewhere).
+/// An HTTP client for token endpoints: like [`crate::http::new_client`] (held to `policy`)
+/// but following no redirect (a redirected POST would become a GET, or carry the client
+/// secret elsewhere).
 ///
 /// # Panics
 /// As [`crate::http::new_client`], when no `rustls` crypto provider is installed.
-pub fn new_token_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+pub fn new_token_client(policy: crate::http::OutboundPolicy) -> crate::http::Client {
+    crate::http::Client::without_redirects(policy, Duration::from_secs(5))
 }
 
 /// What to exchange for tokens.
@@ -113,6 +110,10 @@ pub struct Tokens {
     pub refresh_token: Option<Zeroizing<String>>,
     /// `scope`, when the provider said.
     pub scope: Option<String>,
+    /// `instance_url`: the API host of the account the token is for, which some providers
+    /// (Salesforce) name in the token response because every account has its own; only an
+    /// absolute `http(s)` URL without credentials, query or fragment is kept.
+    pub instance_url: Option<Url>,
 }
 
 impl Tokens {
@@ -126,6 +127,18 @@ impl Tokens {
             .and_then(|d| chrono::TimeDelta::from_std(d).ok())
             .map(|d| now + d)
     }
+
+    /// The base URL a connection takes from this response: its [`Tokens::instance_url`],
+    /// without the trailing `/`, when the connection has no base URL of its own (`current`).
+    /// One set by the connection's owner is never replaced.
+    pub fn base_url_to_adopt(&self, current: Option<&str>) -> Option<String> {
+        if current.is_some() {
+            return None;
+        }
+        self.instance_url
+            .as_ref()
+            .map(|u| u.as_str().trim_end_matches('/').to_owned())
+    }
 }
 
 impl fmt::Debug for Tokens {
@@ -137,6 +150,7 @@ impl fmt::Debug for Tokens {
                 &self.refresh_token.as_ref().map(|_| "<redacted>"),
             )
             .field("scope", &self.scope)
+            .field("instance_url", &self.instance_url.as_ref().map(Url::as_str))
             .finish_non_exhaustive()
     }
 }
@@ -166,6 +180,9 @@ pub enum TokenError {
     /// The token URL is not a usable `http(s)` URL.
     #[error("the token URL is not a valid http(s) URL")]
     BadUrl,
+    /// The outbound policy refuses the token URL's host; nothing was sent.
+    #[error("the token URL is not allowed: {0}")]
+    Refused(crate::http::Refused),
 }
 
 impl TokenError {
@@ -176,7 +193,8 @@ impl TokenError {
             TokenError::InvalidGrant
             | TokenError::Rejected { .. }
             | TokenError::Malformed(_)
-            | TokenError::BadUrl => false,
+            | TokenError::BadUrl
+            | TokenError::Refused(_) => false,
         }
     }
 }
@@ -227,7 +245,7 @@ fn body(client: &Client<'_>, grant: &Grant<'_>) -> Zeroizing<String> {
 
 /// Asks the token endpoint for tokens.
 pub async fn request_token(
-    http: &reqwest::Client,
+    http: &crate::http::Client,
     client: &Client<'_>,
     grant: &Grant<'_>,
 ) -> Result<Tokens, TokenError> {
@@ -247,12 +265,10 @@ pub async fn request_token(
     if let Some(secret) = client.client_secret {
         req = req.basic_auth(form_encode(client.client_id), Some(form_encode(secret)));
     }
-    let response = req.send().await.map_err(|e| {
-        TokenError::Unavailable(if e.is_timeout() {
-            "timed out".to_owned()
-        } else {
-            "no answer (connection failed)".to_owned()
-        })
+    let response = http.execute(req).await.map_err(|failure| match failure {
+        crate::http::Failure::Refused(refused) => TokenError::Refused(refused),
+        crate::http::Failure::Timeout => TokenError::Unavailable("timed out".to_owned()),
+        _ => TokenError::Unavailable("no answer (connection failed)".to_owned()),
     })?;
     let status = response.status();
     let bytes = response
@@ -313,11 +329,24 @@ pub fn classify(status: u16, body: &[u8]) -> Result<Tokens, TokenError> {
         _ => None,
     };
     let scope = json.get("scope").and_then(Value::as_str).map(str::to_owned);
+    let instance_url = json
+        .get("instance_url")
+        .and_then(Value::as_str)
+        .and_then(|u| Url::parse(u).ok())
+        .filter(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.has_host()
+                && u.username().is_empty()
+                && u.password().is_none()
+                && u.query().is_none()
+                && u.fragment().is_none()
+        });
     Ok(Tokens {
         access_token,
         expires_in,
         refresh_token,
         scope,
+        instance_url,
     })
 }
 
@@ -382,6 +411,29 @@ mod tests {
         ] {
             assert!(matches!(classify(200, body), Err(TokenError::Malformed(_))));
         }
+    }
+
+    #[test]
+    fn an_instance_url_is_kept_only_when_it_is_a_plain_http_url() {
+        let with = |url: &str| {
+            let body =
+                format!(r#"{{"access_token":"x","token_type":"Bearer","instance_url":"{url}"}}"#);
+            classify(200, body.as_bytes()).unwrap().instance_url
+        };
+        assert_eq!(
+            with("https://acme.my.salesforce.com").map(String::from),
+            Some("https://acme.my.salesforce.com/".to_owned())
+        );
+        for refused in [
+            "ftp://acme.example.com",
+            "https://user:pw@acme.example.com",
+            "https://acme.example.com/?x=1",
+            "not a url",
+        ] {
+            assert_eq!(with(refused), None, "{refused}");
+        }
+        let none = classify(200, br#"{"access_token":"x","token_type":"Bearer"}"#).unwrap();
+        assert_eq!(none.instance_url, None);
     }
 
     #[test]

@@ -114,6 +114,50 @@ pub fn redact(value: &Value) -> Value {
     }
 }
 
+/// `value` with the fields an action's manifest marks secret replaced by [`REDACTED`].
+///
+/// Each path is dotted from the top of the step's `with` (`auth.token`); a segment `[]`
+/// covers every element of an array (`recipients[].pin`). A path that is absent changes
+/// nothing. Applied before [`redact`], so a secret is hidden even when its key and value look
+/// ordinary.
+pub fn redact_paths(value: &Value, paths: &[String]) -> Value {
+    let mut out = value.clone();
+    for path in paths {
+        let segments: Vec<&str> = path
+            .split('.')
+            .flat_map(|s| match s.strip_suffix("[]") {
+                Some(name) if !name.is_empty() => vec![name, "[]"],
+                Some(_) => vec!["[]"],
+                None => vec![s],
+            })
+            .collect();
+        hide(&mut out, &segments);
+    }
+    out
+}
+
+fn hide(value: &mut Value, path: &[&str]) {
+    let Some((first, rest)) = path.split_first() else {
+        if !value.is_null() {
+            *value = Value::String(REDACTED.to_owned());
+        }
+        return;
+    };
+    match (*first, value) {
+        ("[]", Value::Array(items)) => {
+            for item in items {
+                hide(item, rest);
+            }
+        }
+        (key, Value::Object(map)) => {
+            if let Some(v) = map.get_mut(key) {
+                hide(v, rest);
+            }
+        }
+        _ => {}
+    }
+}
+
 fn redact_str(s: &str) -> String {
     if looks_like_credential(s) {
         return REDACTED.to_owned();
@@ -192,6 +236,31 @@ mod tests {
         let v = json!({ "text": "Deploy finished: 3 services", "user": "ada", "id": 42,
                         "url": "https://example.com/a?b=c", "short": "sy_x" });
         assert_eq!(redact(&v), v);
+    }
+
+    #[test]
+    fn secret_fields_are_redacted_by_path_whatever_they_look_like() {
+        let v = json!({
+            "webhook_url": "https://hooks.example.com/T1/B2/plainlooking",
+            "auth": { "pin": "1234", "user": "ada" },
+            "recipients": [{ "to": "+1555", "code": "9876" }, { "to": "+1666", "code": "5432" }],
+            "text": "hi",
+        });
+        let paths = [
+            "webhook_url",
+            "auth.pin",
+            "recipients[].code",
+            "missing.field",
+        ]
+        .map(str::to_owned);
+        let out = redact_paths(&v, &paths);
+        let text = out.to_string();
+        for secret in ["plainlooking", "1234", "9876", "5432"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert_eq!(out["auth"]["user"], "ada");
+        assert_eq!(out["recipients"][1]["to"], "+1666");
+        assert_eq!(out["text"], "hi");
     }
 
     #[test]

@@ -1,220 +1,24 @@
-//! The built-in connector manifests.
+//! The set of connectors a workflow can use: the built-ins, and any custom tools layered on.
+
+use std::sync::{Arc, LazyLock};
 
 use schemas::catalog::{ActionCatalog, ActionInfo, ConnectorInfo, SideEffect};
+use schemas::envelope::ErrorCode;
+use serde_json::Value;
 
-use crate::manifest::{ActionManifest, AuthType, Manifest};
+use crate::action::ActionContext;
+use crate::error::ActionError;
+use crate::manifest::{Category, Idempotency, Manifest};
+use crate::sdk::{Call, Connector};
 
-const fn action(
-    name: &'static str,
-    summary: &'static str,
-    side_effect: SideEffect,
-    scopes: &'static [&'static str],
-) -> ActionManifest {
-    ActionManifest {
-        name,
-        summary,
-        side_effect,
-        scopes,
-    }
-}
+static BUILTIN: LazyLock<Registry> = LazyLock::new(|| Registry {
+    connectors: Arc::new(crate::catalog::builtin()),
+});
 
-use SideEffect::{Destructive, Read, Write};
-
-static BUILTIN: &[Manifest] = &[
-    Manifest {
-        name: "http",
-        title: "HTTP request",
-        auth: &[
-            AuthType::None,
-            AuthType::ApiKey,
-            AuthType::Bearer,
-            AuthType::Basic,
-            AuthType::Headers,
-            AuthType::OAuth2Client,
-            AuthType::OAuth2Code,
-            AuthType::ServiceAccount,
-        ],
-        requires_connection: false,
-        default_base_url: "",
-        actions: &[action(
-            "request",
-            "Send an HTTP request and return status, headers and body",
-            Write,
-            &[],
-        )],
-    },
-    Manifest {
-        name: "slack",
-        title: "Slack",
-        auth: &[AuthType::OAuth2Code, AuthType::Bearer],
-        requires_connection: true,
-        default_base_url: "https://slack.com/api",
-        actions: &[
-            action(
-                "chat_post_message",
-                "Post a message to a channel",
-                Write,
-                &["chat:write"],
-            ),
-            action("chat_update", "Edit a message", Write, &["chat:write"]),
-            action(
-                "files_upload",
-                "Upload a file to a channel",
-                Write,
-                &["files:write"],
-            ),
-            action(
-                "conversations_list",
-                "List channels",
-                Read,
-                &["channels:read"],
-            ),
-            action(
-                "users_lookup_by_email",
-                "Find a user by email address",
-                Read,
-                &["users:read.email"],
-            ),
-        ],
-    },
-    Manifest {
-        name: "github",
-        title: "GitHub",
-        auth: &[AuthType::OAuth2Code, AuthType::Bearer],
-        requires_connection: true,
-        default_base_url: "https://api.github.com",
-        actions: &[
-            action("create_issue", "Open an issue", Write, &["repo"]),
-            action(
-                "create_comment",
-                "Comment on an issue or pull request",
-                Write,
-                &["repo"],
-            ),
-            action("get_issue", "Read an issue", Read, &["repo"]),
-            action("close_issue", "Close an issue", Destructive, &["repo"]),
-        ],
-    },
-    Manifest {
-        name: "sheets",
-        title: "Google Sheets",
-        auth: &[AuthType::OAuth2Code, AuthType::ServiceAccount],
-        requires_connection: true,
-        default_base_url: "https://sheets.googleapis.com",
-        actions: &[
-            action(
-                "append_row",
-                "Append one row to a sheet",
-                Write,
-                &["https://www.googleapis.com/auth/spreadsheets"],
-            ),
-            action(
-                "append_rows",
-                "Append many rows in one request",
-                Write,
-                &["https://www.googleapis.com/auth/spreadsheets"],
-            ),
-            action(
-                "read_range",
-                "Read a range of cells",
-                Read,
-                &["https://www.googleapis.com/auth/spreadsheets.readonly"],
-            ),
-            action(
-                "update_range",
-                "Overwrite a range of cells",
-                Destructive,
-                &["https://www.googleapis.com/auth/spreadsheets"],
-            ),
-        ],
-    },
-    Manifest {
-        name: "hubspot",
-        title: "HubSpot",
-        auth: &[AuthType::OAuth2Code, AuthType::Bearer],
-        requires_connection: true,
-        default_base_url: "https://api.hubapi.com",
-        actions: &[
-            action(
-                "create_contact",
-                "Create a contact",
-                Write,
-                &["crm.objects.contacts.write"],
-            ),
-            action(
-                "update_contact",
-                "Update a contact",
-                Write,
-                &["crm.objects.contacts.write"],
-            ),
-            action(
-                "search_contacts",
-                "Search contacts",
-                Read,
-                &["crm.objects.contacts.read"],
-            ),
-            action(
-                "create_deal",
-                "Create a deal",
-                Write,
-                &["crm.objects.deals.write"],
-            ),
-        ],
-    },
-    Manifest {
-        name: "jira",
-        title: "Jira",
-        auth: &[AuthType::OAuth2Code, AuthType::Basic, AuthType::Bearer],
-        requires_connection: true,
-        default_base_url: "https://your-domain.atlassian.net",
-        actions: &[
-            action(
-                "create_issue",
-                "Create an issue",
-                Write,
-                &["write:jira-work"],
-            ),
-            action(
-                "transition_issue",
-                "Move an issue to another status",
-                Write,
-                &["write:jira-work"],
-            ),
-            action(
-                "add_comment",
-                "Comment on an issue",
-                Write,
-                &["write:jira-work"],
-            ),
-        ],
-    },
-    Manifest {
-        name: "gmail",
-        title: "Gmail",
-        auth: &[AuthType::OAuth2Code, AuthType::ServiceAccount],
-        requires_connection: true,
-        default_base_url: "https://gmail.googleapis.com",
-        actions: &[
-            action(
-                "send",
-                "Send an email",
-                Write,
-                &["https://www.googleapis.com/auth/gmail.send"],
-            ),
-            action(
-                "list_messages",
-                "List messages matching a query",
-                Read,
-                &["https://www.googleapis.com/auth/gmail.readonly"],
-            ),
-        ],
-    },
-];
-
-/// The set of connectors available to workflows.
+/// The set of connectors available to workflows; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Registry {
-    manifests: Vec<&'static Manifest>,
+    connectors: Arc<Vec<Arc<dyn Connector>>>,
 }
 
 impl Default for Registry {
@@ -224,34 +28,98 @@ impl Default for Registry {
 }
 
 impl Registry {
-    /// Every built-in connector.
+    /// Every built-in connector (built once per process).
     pub fn builtin() -> Self {
+        BUILTIN.clone()
+    }
+
+    /// The built-ins with `extra` connectors added (custom tools). A name already taken by a
+    /// built-in keeps the built-in.
+    pub fn with(extra: Vec<Arc<dyn Connector>>) -> Self {
+        let mut connectors: Vec<Arc<dyn Connector>> = BUILTIN.connectors.as_ref().clone();
+        for c in extra {
+            if !connectors
+                .iter()
+                .any(|b| b.manifest().name == c.manifest().name)
+            {
+                connectors.push(c);
+            }
+        }
         Registry {
-            manifests: BUILTIN.iter().collect(),
+            connectors: Arc::new(connectors),
         }
     }
 
     /// The manifest called `name`.
-    pub fn get(&self, name: &str) -> Option<&'static Manifest> {
-        self.manifests.iter().copied().find(|m| m.name == name)
+    pub fn get(&self, name: &str) -> Option<&Manifest> {
+        self.find(name).map(|c| c.manifest())
+    }
+
+    /// The connector called `name`.
+    pub fn find(&self, name: &str) -> Option<&dyn Connector> {
+        self.connectors
+            .iter()
+            .find(|c| c.manifest().name == name)
+            .map(AsRef::as_ref)
+    }
+
+    /// The inputs `connector.action` marks secret (empty when either is unknown).
+    pub fn secret_fields(&self, connector: &str, action: &str) -> &[String] {
+        self.get(connector)
+            .and_then(|m| m.find_action(action))
+            .map_or(&[], |a| a.secret_fields.as_slice())
     }
 
     /// All manifests, in a stable order.
-    pub fn manifests(&self) -> impl Iterator<Item = &'static Manifest> + '_ {
-        self.manifests.iter().copied()
+    pub fn manifests(&self) -> impl Iterator<Item = &Manifest> + '_ {
+        self.connectors.iter().map(|c| c.manifest())
+    }
+
+    /// Runs `connector.action` with its rendered inputs (the step's `with`) and returns its
+    /// output; an unknown connector or action is `invalid_input`.
+    pub async fn execute(
+        &self,
+        ctx: &ActionContext,
+        connector: &str,
+        action: &str,
+        input: Value,
+    ) -> Result<Value, ActionError> {
+        let Some(found) = self.find(connector) else {
+            return Err(ActionError::new(
+                ErrorCode::InvalidInput,
+                format!("there is no connector `{}`", connector.escape_debug()),
+            ));
+        };
+        let call = Call::new(ctx, found)?;
+        if found.manifest().find_action(action).is_none() {
+            return Err(call.unknown_action(action));
+        }
+        found.execute(&call, action, input).await
+    }
+
+    /// Checks a connection's credentials with the connector's health call.
+    pub async fn health(&self, ctx: &ActionContext, connector: &str) -> Result<(), ActionError> {
+        let Some(found) = self.find(connector) else {
+            return Err(ActionError::new(
+                ErrorCode::InvalidInput,
+                format!("there is no connector `{}`", connector.escape_debug()),
+            ));
+        };
+        let call = Call::new(ctx, found)?;
+        found.health(&call).await
     }
 }
 
 impl ActionCatalog for Registry {
     fn connector(&self, name: &str) -> Option<ConnectorInfo> {
         self.get(name).map(|m| ConnectorInfo {
-            name: m.name.to_owned(),
+            name: m.name.clone(),
             requires_connection: m.requires_connection,
             actions: m
                 .actions
                 .iter()
                 .map(|a| ActionInfo {
-                    name: a.name.to_owned(),
+                    name: a.name.clone(),
                     side_effect: a.side_effect,
                 })
                 .collect(),
@@ -259,7 +127,7 @@ impl ActionCatalog for Registry {
     }
 
     fn connector_names(&self) -> Vec<String> {
-        self.manifests.iter().map(|m| m.name.to_owned()).collect()
+        self.manifests().map(|m| m.name.clone()).collect()
     }
 }
 
@@ -272,17 +140,31 @@ mod tests {
         let registry = Registry::builtin();
         let mut seen = std::collections::HashSet::new();
         for m in registry.manifests() {
-            assert!(seen.insert(m.name), "duplicate connector {}", m.name);
+            assert!(
+                seen.insert(m.name.clone()),
+                "duplicate connector {}",
+                m.name
+            );
             assert!(!m.actions.is_empty(), "{} has no actions", m.name);
+            assert!(!m.auth.is_empty(), "{} takes no auth type", m.name);
+            if let Some(limit) = m.rate_limit {
+                limit.check().unwrap_or_else(|e| panic!("{}: {e}", m.name));
+            }
             let mut actions = std::collections::HashSet::new();
-            for a in m.actions {
+            for a in &m.actions {
                 assert!(
-                    actions.insert(a.name),
+                    actions.insert(a.name.clone()),
                     "duplicate action {}.{}",
                     m.name,
                     a.name
                 );
-                assert!(a.name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+                assert!(
+                    a.name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                    "{}.{}",
+                    m.name,
+                    a.name
+                );
+                assert!(a.input_schema.is_object() && a.output_schema.is_object());
             }
         }
     }
@@ -292,7 +174,7 @@ mod tests {
         let registry = Registry::builtin();
         let slack = registry.connector("slack").expect("slack");
         assert!(slack.requires_connection);
-        assert!(slack.actions.iter().any(|a| a.name == "chat_post_message"));
+        assert!(slack.actions.iter().any(|a| a.name == "post_message"));
         assert!(registry.connector("nope").is_none());
     }
 }
@@ -303,62 +185,117 @@ pub fn markdown(registry: &Registry) -> String {
     let mut out = String::from(
         "# Connectors\n\n\
          Generated from the connector manifests by `switchyard connectors --markdown`; a test fails\n\
-         when this page and the manifests disagree.\n\n\
-         Every manifest tells the validator which `connector.action` names exist. Today only\n\
-         `http.request` executes; the other actions come with the governance (connections,\n\
-         credentials) and connector catalog work, and a step using one fails with `invalid_input`.\n\
-         `http.request` takes `{method, url, headers, query, json | body, expect, timeout_ms,\n\
-         idempotency}` and returns `{status, headers, body}` (see `connectors/src/http/request.rs`).\n",
+         when this page and the manifests disagree. `GET /v1/connectors/{name}` serves the same\n\
+         manifests with each action's full input and output JSON Schema.\n\n\
+         Every connector sends its requests through one HTTP layer: the connection's base URL\n\
+         (`base_url` on the connection, else the default below), its credential, its fleet-wide\n\
+         request budget (the rate limit below unless the connection sets `rate_limit`), the\n\
+         run's `traceparent`, a response size cap and one failure classification (`408`, `429`\n\
+         and `5xx` but `501` are retried, with the provider's `Retry-After` or rate-limit reset).\n\
+         Inputs marked * are required. Paging actions take `limit` and `cursor` and return\n\
+         `{items, next_cursor}`.\n",
     );
-    for m in registry.manifests() {
-        let auth: Vec<String> = m
-            .auth
-            .iter()
-            .map(|a| {
-                format!(
-                    "`{}`",
-                    serde_json::to_value(a)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default()
-                )
-            })
+    for category in Category::ALL {
+        let manifests: Vec<&Manifest> = registry
+            .manifests()
+            .filter(|m| m.category == category)
             .collect();
-        let _ = write!(
-            out,
-            "\n## {} (`{}`)\n\nAuth: {}. Connection required: {}.{}\n\n| action | side effect | scopes | summary |\n| --- | --- | --- | --- |\n",
-            m.title,
-            m.name,
-            auth.join(", "),
-            if m.requires_connection { "yes" } else { "no" },
-            if m.default_base_url.is_empty() {
-                String::new()
-            } else {
-                format!(" Default base URL: `{}`.", m.default_base_url)
-            }
-        );
-        for a in m.actions {
-            let side = match a.side_effect {
-                SideEffect::Read => "read",
-                SideEffect::Write => "write",
-                SideEffect::Destructive => "destructive",
-            };
-            let scopes: Vec<String> = a.scopes.iter().map(|s| format!("`{s}`")).collect();
+        if manifests.is_empty() {
+            continue;
+        }
+        let _ = write!(out, "\n## {}\n", category.title());
+        for m in manifests {
+            let auth: Vec<String> = m.auth.iter().map(|a| format!("`{}`", a.as_str())).collect();
+            let _ = write!(out, "\n### {} (`{}`)\n\n", m.title, m.name);
+            let _ = writeln!(out, "- Auth: {}", auth.join(", "));
             let _ = writeln!(
                 out,
-                "| `{}.{}` | {side} | {} | {} |",
-                m.name,
-                a.name,
-                if scopes.is_empty() {
-                    "—".to_owned()
-                } else {
-                    scopes.join(" ")
-                },
-                a.summary
+                "- Connection required: {}",
+                if m.requires_connection { "yes" } else { "no" }
             );
+            if !m.default_base_url.is_empty() {
+                let _ = writeln!(out, "- Default base URL: `{}`", m.default_base_url);
+            }
+            if let Some(limit) = m.rate_limit {
+                let _ = writeln!(
+                    out,
+                    "- Rate limit per connection: {} requests per {} s (burst {})",
+                    limit.requests, limit.per_seconds, limit.burst
+                );
+            }
+            if !m.docs_url.is_empty() {
+                let _ = writeln!(out, "- API reference: <{}>", m.docs_url);
+            }
+            out.push_str("\n| action | side effect | repeat-safe | scopes | summary |\n| --- | --- | --- | --- | --- |\n");
+            for a in &m.actions {
+                let side = match a.side_effect {
+                    SideEffect::Read => "read",
+                    SideEffect::Write => "write",
+                    SideEffect::Destructive => "destructive",
+                };
+                let repeat = match &a.idempotency {
+                    Idempotency::Natural => "yes".to_owned(),
+                    Idempotency::Key { header } => format!("key (`{header}`)"),
+                    Idempotency::None => "no".to_owned(),
+                };
+                let scopes: Vec<String> = a.scopes.iter().map(|s| format!("`{s}`")).collect();
+                let _ = writeln!(
+                    out,
+                    "| `{}.{}` | {side} | {repeat} | {} | {} |",
+                    m.name,
+                    a.name,
+                    if scopes.is_empty() {
+                        "—".to_owned()
+                    } else {
+                        scopes.join(" ")
+                    },
+                    a.summary
+                );
+            }
+            out.push('\n');
+            for a in &m.actions {
+                let inputs = input_fields(&a.input_schema);
+                let _ = writeln!(
+                    out,
+                    "- `{}` inputs: {}{}",
+                    a.name,
+                    if inputs.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        inputs.join(", ")
+                    },
+                    a.pagination.as_ref().map_or(String::new(), |p| format!(
+                        "; pages by {} (default {} items, at most {})",
+                        p.style, p.default_limit, p.max_limit
+                    ))
+                );
+            }
         }
     }
     out
+}
+
+/// `name*` (required) or `name` for each top-level property of an input schema.
+fn input_fields(schema: &Value) -> Vec<String> {
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    schema["properties"]
+        .as_object()
+        .map(|props| {
+            props
+                .keys()
+                .map(|k| {
+                    if required.contains(&k.as_str()) {
+                        format!("`{k}`*")
+                    } else {
+                        format!("`{k}`")
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -23,6 +23,8 @@ fn ctx() -> ActionContext {
     });
     ActionContext {
         timeout: Duration::from_secs(10),
+        // The fakes listen on 127.0.0.1, which the default policy refuses.
+        http: connectors::http::new_client(connectors::http::OutboundPolicy::loopback()),
         ..ActionContext::default()
     }
 }
@@ -616,12 +618,12 @@ async fn unknown_field_is_invalid_input_naming_it() -> Result<()> {
 
 #[tokio::test]
 async fn unknown_action_is_invalid_input() -> Result<()> {
-    let e = execute(&ctx(), "slack", "chat_post_message", json!({})).await;
+    let e = execute(&ctx(), "http", "fetch", json!({})).await;
     let e = e.err().context("an error")?;
     assert_eq!(e.code, ErrorCode::InvalidInput);
-    assert_eq!(
-        e.message,
-        "connector `slack` has no executable action `chat_post_message` yet"
-    );
+    assert_eq!(e.message, "connector `http` has no action `fetch`");
+    let e = execute(&ctx(), "nope", "fetch", json!({})).await;
+    let e = e.err().context("an error")?;
+    assert_eq!(e.message, "there is no connector `nope`");
     Ok(())
 }

@@ -114,6 +114,8 @@ pub async fn run(options: BenchOptions) -> Result<Vec<Row>, BenchError> {
             nats_url: nats.url.clone(),
             worker_id: format!("bench-{i}"),
             concurrency: 64,
+            // The no-op endpoint listens on loopback.
+            allow_outbound: connectors::http::OutboundPolicy::loopback(),
             ..Default::default()
         };
         tokio::spawn(async move {

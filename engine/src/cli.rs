@@ -67,11 +67,15 @@ pub enum Command {
     },
     /// Print the JSON Schema of the workflow definition format.
     Schema,
-    /// List the built-in connectors and their actions.
+    /// The connector catalog: `list` or `show NAME` (the built-in catalog; `--from-engine`
+    /// asks a running engine, whose catalog includes the workspace's custom tools).
     Connectors {
         /// Print the reference page `docs/connectors.md` instead of a plain list.
         #[arg(long)]
         markdown: bool,
+        /// `list` (the default) or `show`.
+        #[command(subcommand)]
+        verb: Option<ConnectorsVerb>,
     },
     /// Run everything locally: a managed nats-server, SQLite in the data dir, the engine API
     /// and workers, until interrupted.
@@ -88,10 +92,17 @@ pub enum Command {
         /// Load every definition in this directory at start-up.
         #[arg(long)]
         apply: Option<PathBuf>,
+        /// Internal destinations outbound calls may reach besides loopback and the private
+        /// ranges (`10/8`, `172.16/12`, `192.168/16`, `fc00::/7`), which `dev` opens since it
+        /// runs on your own machine: a comma-separated list of IP addresses, CIDR ranges and
+        /// host names. Link-local addresses and cloud metadata names stay refused unless
+        /// listed.
+        #[arg(long, env = "SWITCHYARD_ALLOW_OUTBOUND", value_name = "LIST")]
+        allow_outbound: Option<connectors::http::OutboundPolicy>,
     },
     /// Run the engine service (production: several copies behind a load balancer).
     Engine {
-        /// NATS server URL.
+        /// NATS server URL, or the URLs of a cluster's nodes separated by commas.
         #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
         nats_url: String,
         /// `sqlite://path?mode=rwc` or `postgres://user@host/db`.
@@ -129,10 +140,21 @@ pub enum Command {
             default_value_t = 5_000
         )]
         webhook_workspace_rate: u32,
+        /// Internal destinations outbound calls may reach: a comma-separated list of IP
+        /// addresses, CIDR ranges and host names (`10.0.0.0/8,wiki.corp.example.com`).
+        /// Loopback, private, link-local and other internal addresses and cloud metadata
+        /// names are refused unless listed; public addresses are always reachable.
+        #[arg(long, env = "SWITCHYARD_ALLOW_OUTBOUND", value_name = "LIST")]
+        allow_outbound: Option<connectors::http::OutboundPolicy>,
+        /// Copies JetStream keeps of each stream: 1 on a single nats-server, 3 on a
+        /// three-node cluster (deploy/nats/). Existing streams are scaled to it at start-up.
+        #[arg(long, env = "SWITCHYARD_STREAM_REPLICAS", default_value_t = 1,
+              value_parser = clap::value_parser!(u8).range(1..=5))]
+        stream_replicas: u8,
     },
     /// Run a worker process (stateless; run as many as the load needs).
     Worker {
-        /// NATS server URL.
+        /// NATS server URL, or the URLs of a cluster's nodes separated by commas.
         #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
         nats_url: String,
         /// Queues to serve (repeatable).
@@ -167,6 +189,12 @@ pub enum Command {
         /// A file holding the master keys.
         #[arg(long, env = "SWITCHYARD_MASTER_KEY_FILE")]
         master_key_file: Option<PathBuf>,
+        /// Internal destinations outbound calls may reach: a comma-separated list of IP
+        /// addresses, CIDR ranges and host names (`10.0.0.0/8,wiki.corp.example.com`).
+        /// Loopback, private, link-local and other internal addresses and cloud metadata
+        /// names are refused unless listed; public addresses are always reachable.
+        #[arg(long, env = "SWITCHYARD_ALLOW_OUTBOUND", value_name = "LIST")]
+        allow_outbound: Option<connectors::http::OutboundPolicy>,
     },
     /// Measure the engine on this machine (nats-server, engine, workers and a no-op HTTP
     /// endpoint, all local) and print a table.
@@ -260,6 +288,38 @@ pub enum Command {
         /// Deduplication id: publishing the same id again starts nothing new.
         #[arg(long)]
         id: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+/// `switchyard connectors …`.
+#[derive(Debug, Subcommand)]
+pub enum ConnectorsVerb {
+    /// Every connector with its actions, side effects and scopes.
+    List {
+        /// Only this category: communication, files, crm, data, dev_tools, generic.
+        #[arg(long)]
+        category: Option<String>,
+        /// Print the JSON `GET /v1/connectors` answers.
+        #[arg(long)]
+        json: bool,
+        /// Ask the engine at `--url` instead of printing the built-in catalog.
+        #[arg(long)]
+        from_engine: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// One connector: auth, base URL, rate limit, and each action's inputs.
+    Show {
+        /// Connector name, e.g. `slack`.
+        name: String,
+        /// Print the manifest as JSON, with full input and output schemas.
+        #[arg(long)]
+        json: bool,
+        /// Ask the engine at `--url` instead of the built-in catalog.
+        #[arg(long)]
+        from_engine: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -398,29 +458,39 @@ pub fn run(cli: Cli) -> ExitCode {
                 .write_all(schemas::json_schema::workflow_schema_pretty().as_bytes());
             ExitCode::SUCCESS
         }
-        Command::Connectors { markdown: true } => {
+        Command::Connectors { markdown: true, .. } => {
             let _ = stdout
                 .lock()
                 .write_all(connectors::registry::markdown(&Registry::builtin()).as_bytes());
             ExitCode::SUCCESS
         }
-        Command::Connectors { markdown: false } => {
-            let mut out = stdout.lock();
-            for m in Registry::builtin().manifests() {
-                let _ = writeln!(out, "{} ({})", m.name, m.title);
-                for a in m.actions {
-                    let _ = writeln!(
-                        out,
-                        "  {}.{:<24} {:<11} {}",
-                        m.name,
-                        a.name,
-                        format!("{:?}", a.side_effect).to_lowercase(),
-                        a.summary
-                    );
-                }
-            }
-            ExitCode::SUCCESS
-        }
+        Command::Connectors { verb: None, .. } => print_catalog(local_catalog(None), false),
+        Command::Connectors {
+            verb:
+                Some(ConnectorsVerb::List {
+                    category,
+                    json,
+                    from_engine: false,
+                    ..
+                }),
+            ..
+        } => print_catalog(local_catalog(category.as_deref()), json),
+        Command::Connectors {
+            verb:
+                Some(ConnectorsVerb::Show {
+                    name,
+                    json,
+                    from_engine: false,
+                    ..
+                }),
+            ..
+        } => print_connector(
+            Registry::builtin()
+                .get(&name)
+                .map(|m| serde_json::to_value(m).unwrap_or(Value::Null))
+                .ok_or_else(|| format!("no built-in connector `{name}`")),
+            json,
+        ),
         other => async_main(other),
     }
 }
@@ -439,8 +509,14 @@ fn async_main(command: Command) -> ExitCode {
     };
     runtime.block_on(async move {
         match command {
-            Command::Dev { addr, data_dir, workers, apply } => {
-                let options = crate::dev::DevOptions { addr, data_dir: data_dir.clone(), workers, apply };
+            Command::Dev { addr, data_dir, workers, apply, allow_outbound } => {
+                let options = crate::dev::DevOptions {
+                    addr,
+                    data_dir: data_dir.clone(),
+                    workers,
+                    apply,
+                    allow_outbound: allow_outbound.unwrap_or_default(),
+                };
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 tokio::spawn(async move {
                     if let Ok(addr) = rx.await {
@@ -455,7 +531,7 @@ fn async_main(command: Command) -> ExitCode {
                     }
                 }
             }
-            Command::Engine { nats_url, database_url, listen, public_url, result_recorders, master_key, master_key_file, webhook_workspace_rate } => {
+            Command::Engine { nats_url, database_url, listen, public_url, result_recorders, master_key, master_key_file, webhook_workspace_rate, allow_outbound, stream_replicas } => {
                 let keyring = match load_keyring(master_key, master_key_file.as_deref()) {
                     Ok(k) => k,
                     Err(e) => {
@@ -477,6 +553,8 @@ fn async_main(command: Command) -> ExitCode {
                         requests: webhook_workspace_rate,
                         per: Duration::from_secs(1),
                     }),
+                    allow_outbound: allow_outbound.unwrap_or_default(),
+                    stream_replicas: usize::from(stream_replicas),
                     ..Default::default()
                 };
                 match crate::service::run(config, shutdown_signal(), None).await {
@@ -487,13 +565,14 @@ fn async_main(command: Command) -> ExitCode {
                     }
                 }
             }
-            Command::Worker { nats_url, queues, concurrency, ack_wait, heartbeat, worker_id, database_url, master_key, master_key_file } => {
+            Command::Worker { nats_url, queues, concurrency, ack_wait, heartbeat, worker_id, database_url, master_key, master_key_file, allow_outbound } => {
                 let mut config = workers::WorkerConfig {
                     nats_url,
                     queues,
                     concurrency,
                     ack_wait: ack_wait.get(),
                     heartbeat: heartbeat.get(),
+                    allow_outbound: allow_outbound.unwrap_or_default(),
                     ..Default::default()
                 };
                 if let Some(id) = worker_id {
@@ -568,6 +647,25 @@ fn async_main(command: Command) -> ExitCode {
                 }
             }
             Command::Whoami { remote } => client_verb(whoami(&remote).await),
+            Command::Connectors {
+                verb: Some(ConnectorsVerb::List { category, json, remote, .. }),
+                ..
+            } => {
+                let path = match &category {
+                    Some(c) => format!("/v1/connectors?category={c}"),
+                    None => "/v1/connectors".to_owned(),
+                };
+                match remote.client().get(&path).await {
+                    Ok(answer) => print_catalog(Ok(answer), json),
+                    Err(e) => client_verb(Err(e)),
+                }
+            }
+            Command::Connectors { verb: Some(ConnectorsVerb::Show { name, json, remote, .. }), .. } => {
+                match remote.client().get(&format!("/v1/connectors/{name}")).await {
+                    Ok(answer) => print_connector(Ok(answer), json),
+                    Err(e) => client_verb(Err(e)),
+                }
+            }
             Command::Admin { verb: AdminVerb::Bootstrap { database_url, workspace, name } } => {
                 match bootstrap(&database_url, &workspace, &name).await {
                     Ok(()) => ExitCode::SUCCESS,
@@ -740,6 +838,189 @@ async fn verify_audit(database_url: &str, workspace: &str) -> anyhow::Result<Exi
             ExitCode::from(FAILED)
         }
     })
+}
+
+/// The built-in catalog as `GET /v1/connectors` answers it.
+fn local_catalog(category: Option<&str>) -> Result<Value, String> {
+    let wanted = match category {
+        None => None,
+        Some(name) => Some(connectors::manifest::Category::parse(name).ok_or_else(|| {
+            format!(
+                "category `{name}` is not one of {}",
+                connectors::manifest::Category::ALL
+                    .map(connectors::manifest::Category::as_str)
+                    .join(", ")
+            )
+        })?),
+    };
+    let list: Vec<Value> = Registry::builtin()
+        .manifests()
+        .filter(|m| wanted.is_none_or(|c| m.category == c))
+        .map(crate::api::catalog::summary)
+        .collect();
+    Ok(serde_json::json!({ "connectors": list }))
+}
+
+/// Prints a catalog (`{"connectors": [summary, ..]}`) as JSON or one line per action.
+fn print_catalog(catalog: Result<Value, String>, json: bool) -> ExitCode {
+    let catalog = match catalog {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("switchyard connectors: {e}");
+            return ExitCode::from(USAGE);
+        }
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&catalog).unwrap_or_default()
+        );
+        return ExitCode::SUCCESS;
+    }
+    let mut out = std::io::stdout().lock();
+    for c in catalog["connectors"].as_array().into_iter().flatten() {
+        let name = c["name"].as_str().unwrap_or("?");
+        let _ = writeln!(
+            out,
+            "{name} — {} ({}; auth {})",
+            c["title"].as_str().unwrap_or("?"),
+            c["category"].as_str().unwrap_or("?"),
+            words(&c["auth"], ", "),
+        );
+        for a in c["actions"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "  {:<36} {:<11} {}",
+                format!("{name}.{}", a["name"].as_str().unwrap_or("?")),
+                a["side_effect"].as_str().unwrap_or("?"),
+                a["summary"].as_str().unwrap_or(""),
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Prints one manifest as JSON or as a page for people.
+fn print_connector(manifest: Result<Value, String>, json: bool) -> ExitCode {
+    let m = match manifest {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("switchyard connectors show: {e}");
+            return ExitCode::from(FAILED);
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&m).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
+    let mut out = std::io::stdout().lock();
+    let name = m["name"].as_str().unwrap_or("?");
+    let _ = writeln!(
+        out,
+        "{} (`{name}`), {}",
+        m["title"].as_str().unwrap_or("?"),
+        m["category"].as_str().unwrap_or("?")
+    );
+    if let Some(docs) = m["docs_url"].as_str().filter(|d| !d.is_empty()) {
+        let _ = writeln!(out, "API reference: {docs}");
+    }
+    let _ = writeln!(out, "Auth: {}", words(&m["auth"], ", "));
+    if let Some(base) = m["default_base_url"].as_str().filter(|b| !b.is_empty()) {
+        let _ = writeln!(
+            out,
+            "Base URL: {base} (a connection's base_url overrides it)"
+        );
+    }
+    if let Some(limit) = m["rate_limit"].as_object() {
+        let _ = writeln!(
+            out,
+            "Rate limit per connection: {} requests per {} s (burst {})",
+            limit.get("requests").unwrap_or(&Value::Null),
+            limit.get("per_seconds").unwrap_or(&Value::Null),
+            limit.get("burst").unwrap_or(&Value::Null),
+        );
+    }
+    for a in m["actions"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "\n{name}.{} — {}",
+            a["name"].as_str().unwrap_or("?"),
+            a["summary"].as_str().unwrap_or("")
+        );
+        let repeat = match a["idempotency"]["kind"].as_str() {
+            Some("natural") => "yes".to_owned(),
+            Some("key") => format!(
+                "with key header {}",
+                a["idempotency"]["header"].as_str().unwrap_or("?")
+            ),
+            _ => "no".to_owned(),
+        };
+        let scopes = words(&a["scopes"], " ");
+        let _ = writeln!(
+            out,
+            "  side effect: {}; repeat-safe: {repeat}; scopes: {}",
+            a["side_effect"].as_str().unwrap_or("?"),
+            if scopes.is_empty() {
+                "none"
+            } else {
+                scopes.as_str()
+            }
+        );
+        if let Some(p) = a["pagination"].as_object() {
+            let _ = writeln!(
+                out,
+                "  pages by {} (limit default {}, at most {})",
+                p.get("style").and_then(Value::as_str).unwrap_or("?"),
+                p.get("default_limit").unwrap_or(&Value::Null),
+                p.get("max_limit").unwrap_or(&Value::Null),
+            );
+        }
+        let schema = &a["input_schema"];
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if let Some(props) = schema["properties"].as_object() {
+            let _ = writeln!(out, "  inputs (* required):");
+            for (field, p) in props {
+                let kind = match &p["type"] {
+                    Value::String(t) => t.clone(),
+                    Value::Array(ts) => ts
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .filter(|t| *t != "null")
+                        .collect::<Vec<_>>()
+                        .join("|"),
+                    _ => "any".to_owned(),
+                };
+                let mark = if required.contains(&field.as_str()) {
+                    "*"
+                } else {
+                    ""
+                };
+                let description = p["description"].as_str().unwrap_or("").replace('\n', " ");
+                let _ = writeln!(
+                    out,
+                    "    {:<28} {:<8} {description}",
+                    format!("{field}{mark}"),
+                    kind
+                );
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// The strings of a JSON array, joined.
+fn words(list: &Value, sep: &str) -> String {
+    list.as_array()
+        .map(|l| {
+            l.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(sep)
+        })
+        .unwrap_or_default()
 }
 
 async fn whoami(remote: &Remote) -> Result<ExitCode, ClientError> {

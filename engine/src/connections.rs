@@ -65,6 +65,91 @@ pub struct NewConnection {
     /// Scopes granted.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Base URL replacing the connector's default.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Request budget replacing the connector's default.
+    #[serde(default)]
+    pub rate_limit: Option<Value>,
+}
+
+/// A connection's settings: `base_url` and `rate_limit`, each `null` for the connector's
+/// default.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Base URL replacing the connector's default.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Request budget replacing the connector's default.
+    #[serde(default)]
+    pub rate_limit: Option<Value>,
+}
+
+/// Longest base URL accepted.
+const MAX_BASE_URL: usize = 2_048;
+
+/// Checks settings, returning them as stored: the base URL normalised, the budget as JSON.
+fn check_settings(
+    base_url: Option<String>,
+    rate_limit: Option<Value>,
+) -> Result<(Option<String>, Option<Value>), ConnectionError> {
+    let base_url = match base_url {
+        None => None,
+        Some(text) => {
+            let invalid = |why: &str| ConnectionError::Invalid(format!("`base_url`: {why}"));
+            if text.len() > MAX_BASE_URL {
+                return Err(invalid("longer than 2048 characters"));
+            }
+            let url = reqwest::Url::parse(text.trim())
+                .map_err(|e| invalid(&format!("not a URL ({e})")))?;
+            if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
+                return Err(invalid("must be an absolute http or https URL"));
+            }
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err(invalid(
+                    "must not hold credentials; put them in `auth`, where they are sealed",
+                ));
+            }
+            if url.query().is_some() || url.fragment().is_some() {
+                return Err(invalid("must not have a query or fragment"));
+            }
+            Some(url.to_string())
+        }
+    };
+    let rate_limit = match rate_limit {
+        None | Some(Value::Null) => None,
+        Some(value) => {
+            let limit: connectors::RateLimit = serde_json::from_value(value).map_err(|e| {
+                ConnectionError::Invalid(format!(
+                    "`rate_limit`: {e}; expected {{\"requests\": n, \"per_seconds\": n, \"burst\"?: n}}"
+                ))
+            })?;
+            limit
+                .check()
+                .map_err(|e| ConnectionError::Invalid(format!("`rate_limit`: {e}")))?;
+            Some(json!(limit))
+        }
+    };
+    Ok((base_url, rate_limit))
+}
+
+/// Replaces a connection's settings.
+pub async fn set_settings<C: ConnectionTrait>(
+    db: &C,
+    workspace_id: Uuid,
+    name: &str,
+    settings: Settings,
+) -> Result<connection::Model, ConnectionError> {
+    let (base_url, rate_limit) = check_settings(settings.base_url, settings.rate_limit)?;
+    let row = find(db, workspace_id, name)
+        .await?
+        .ok_or_else(|| ConnectionError::NotFound(name.to_owned()))?;
+    let mut active: connection::ActiveModel = row.into();
+    active.base_url = Set(base_url);
+    active.rate_limit = Set(rate_limit);
+    active.updated_at = Set(Utc::now());
+    Ok(active.update(db).await?)
 }
 
 /// The API view of a connection: never a secret.
@@ -78,6 +163,8 @@ pub fn view(row: &connection::Model, used_by: &[String], agents: &[String]) -> V
         "auth": row.config,
         "status": row.status,
         "scopes": row.scopes,
+        "base_url": row.base_url,
+        "rate_limit": row.rate_limit,
         "created_at": row.created_at,
         "updated_at": row.updated_at,
         "last_used_at": row.last_used_at,
@@ -137,6 +224,7 @@ pub async fn create<C: ConnectionTrait>(
         )));
     }
     check_scopes(&new.scopes)?;
+    let (base_url, rate_limit) = check_settings(new.base_url, new.rate_limit)?;
     let keyring = keyring.ok_or(ConnectionError::NoKeyring)?;
     if find(db, workspace_id, &new.name).await?.is_some() {
         return Err(ConnectionError::Exists(new.name));
@@ -160,6 +248,8 @@ pub async fn create<C: ConnectionTrait>(
         created_at: Set(now),
         updated_at: Set(now),
         last_used_at: Set(None),
+        base_url: Set(base_url),
+        rate_limit: Set(rate_limit),
     };
     // Two creators racing on one name: the unique index lets one in.
     row.insert(db).await.map_err(|e| match e.sql_err() {
@@ -368,12 +458,12 @@ pub async fn check_workflow(
             .unwrap_or_default();
         if let Some(needed) = registry
             .get(connector)
-            .and_then(|m| m.action(action_name))
-            .map(|a| a.scopes)
+            .and_then(|m| m.find_action(action_name))
+            .map(|a| a.scopes.clone())
         {
             let missing: Vec<&str> = needed
                 .iter()
-                .copied()
+                .map(String::as_str)
                 .filter(|s| !granted.contains(s))
                 .collect();
             if !missing.is_empty() {
@@ -412,7 +502,7 @@ pub struct Tested {
 pub async fn test(
     db: &DatabaseConnection,
     keyring: Option<&Keyring>,
-    http: &reqwest::Client,
+    http: &connectors::http::Client,
     workspace_id: Uuid,
     name: &str,
     probe: Option<reqwest::Url>,
@@ -509,6 +599,39 @@ pub async fn test(
             }
         }
     };
+    let credential = credential.map(std::sync::Arc::new);
+    if probe.is_none()
+        && let Some(credential) = credential.as_ref()
+    {
+        let ctx = connectors::ActionContext {
+            timeout: std::time::Duration::from_secs(10),
+            idempotency_key: None,
+            traceparent: None,
+            max_response_bytes: connectors::http::ERROR_BODY_BYTES,
+            http: http.clone(),
+            credential: Some(credential.clone()),
+            base_url: row
+                .base_url
+                .as_deref()
+                .and_then(|u| reqwest::Url::parse(u).ok()),
+            gate: None,
+        };
+        match connectors::Registry::builtin()
+            .health(&ctx, &row.connector)
+            .await
+        {
+            Ok(()) => check(
+                "health",
+                true,
+                "the connector's health call succeeded".into(),
+            ),
+            Err(e) => check(
+                "health",
+                false,
+                format!("{}: {e}", json!(e.code).as_str().unwrap_or("failed")),
+            ),
+        };
+    }
     if let (Some(url), Some(credential)) = (probe, credential.as_ref()) {
         let mut url = url;
         credential.apply_to_url(&mut url);
@@ -517,10 +640,14 @@ pub async fn test(
             u.set_query(None);
             u.to_string()
         };
-        let answer = credential
-            .apply(http.get(url))
-            .timeout(std::time::Duration::from_secs(10))
-            .send()
+        // Held to the engine's outbound policy like every other call: the probe URL is the
+        // caller's, and must not reach the engine's own network.
+        let answer = http
+            .execute(
+                credential
+                    .apply(http.get(url))
+                    .timeout(std::time::Duration::from_secs(10)),
+            )
             .await;
         match answer {
             Ok(r) => {
@@ -531,22 +658,15 @@ pub async fn test(
                     format!("GET {shown} answered {}", status.as_u16()),
                 );
             }
-            Err(e) => {
-                // reqwest's message can hold the URL, never the credential (it is in headers).
-                check(
-                    "probe",
-                    false,
-                    format!(
-                        "GET {shown} failed: {}",
-                        if e.is_timeout() {
-                            "timed out".to_owned()
-                        } else if e.is_connect() {
-                            "could not connect".to_owned()
-                        } else {
-                            "request error".to_owned()
-                        }
-                    ),
-                );
+            Err(failure) => {
+                // The failure's message names neither the URL nor the credential.
+                let why = match failure {
+                    connectors::http::Failure::Refused(refused) => refused.to_string(),
+                    connectors::http::Failure::Timeout => "timed out".to_owned(),
+                    connectors::http::Failure::Connect { .. } => "could not connect".to_owned(),
+                    _ => "request error".to_owned(),
+                };
+                check("probe", false, format!("GET {shown} failed: {why}"));
             }
         }
     }

@@ -27,6 +27,10 @@ pub struct DevOptions {
     pub workers: usize,
     /// Definitions to load at start-up.
     pub apply: Option<PathBuf>,
+    /// Internal destinations opened besides what dev opens anyway
+    /// ([`connectors::http::OutboundPolicy::local_development`]: loopback and the private
+    /// ranges).
+    pub allow_outbound: connectors::http::OutboundPolicy,
 }
 
 /// Why `switchyard dev` could not start.
@@ -280,12 +284,16 @@ pub async fn run(
             token_path.display()
         );
     }
+    // dev runs on a person's machine, next to the services they try it with.
+    let outbound =
+        connectors::http::OutboundPolicy::local_development().union(&options.allow_outbound);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut workers = Vec::new();
     for i in 0..options.workers {
         let config = workers::WorkerConfig {
             nats_url: nats.url.clone(),
             worker_id: format!("dev-worker-{i}"),
+            allow_outbound: outbound.clone(),
             ..Default::default()
         };
         let mut rx = stop_rx.clone();
@@ -306,6 +314,7 @@ pub async fn run(
             database_url,
             listen: options.addr,
             keyring: Some(keyring),
+            allow_outbound: outbound,
             ..Default::default()
         },
         async move {

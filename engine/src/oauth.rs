@@ -165,7 +165,7 @@ pub async fn start(
 pub async fn callback(
     db: &DatabaseConnection,
     keyring: Option<&Keyring>,
-    http: &reqwest::Client,
+    http: &connectors::http::Client,
     code: &str,
     state: &str,
 ) -> Result<connection::Model, OAuthError> {
@@ -241,8 +241,12 @@ pub async fn callback(
         "scopes": row.scopes,
         "granted_scope": tokens.scope,
         "refresh_token": tokens.refresh_token.is_some(),
+        "base_url_from_token": tokens.base_url_to_adopt(row.base_url.as_deref()),
     });
     let mut active: connection::ActiveModel = row.clone().into();
+    if let Some(base_url) = tokens.base_url_to_adopt(row.base_url.as_deref()) {
+        active.base_url = Set(Some(base_url));
+    }
     active.config = Set(OAuthConfig::with_expiry(&row.config, expires_at));
     active.status = Set(ConnectionStatus::Active);
     active.key_version = Set(Some(i32::try_from(sealed.key_version).unwrap_or(i32::MAX)));

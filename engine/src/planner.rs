@@ -408,7 +408,7 @@ pub fn needs_approval(step: &Step, gated: &[String]) -> bool {
         .and_then(|(connector, action)| {
             connectors::Registry::builtin()
                 .get(connector)
-                .and_then(|m| m.action(action))
+                .and_then(|m| m.find_action(action))
                 .map(|a| a.side_effect == schemas::catalog::SideEffect::Destructive)
         })
         .unwrap_or(false)

@@ -97,7 +97,7 @@ impl Policy {
         for action in denied.chain(gated) {
             let known = action
                 .split_once('.')
-                .and_then(|(c, a)| registry.get(c).and_then(|m| m.action(a)))
+                .and_then(|(c, a)| registry.get(c).and_then(|m| m.find_action(a)))
                 .is_some();
             if !known {
                 return Err(PolicyError::Invalid(format!(

@@ -59,6 +59,17 @@ pub struct EngineConfig {
     /// `redirect_uri` is this plus `/v1/oauth/callback`. `None`: `http://{listen}` (the
     /// bound address).
     pub public_url: Option<String>,
+    /// Internal destinations the engine's own outbound calls (OAuth code exchanges,
+    /// connection tests: health calls and probes) may reach (`--allow-outbound`,
+    /// `SWITCHYARD_ALLOW_OUTBOUND`): a comma-separated list of IP addresses, CIDR ranges and
+    /// host names. Loopback, private, link-local and other internal addresses and cloud
+    /// metadata names are refused unless listed. Empty by default.
+    pub allow_outbound: connectors::http::OutboundPolicy,
+    /// Copies JetStream keeps of each stream (`--stream-replicas`,
+    /// `SWITCHYARD_STREAM_REPLICAS`): 1 on a single nats-server, 3 on the three-node cluster
+    /// of `deploy/nats/`, so the loss of one node loses no message and stops no run. Streams
+    /// that exist with another number are scaled at start-up.
+    pub stream_replicas: usize,
 }
 
 mod humanish {
@@ -93,6 +104,8 @@ impl Default for EngineConfig {
             keyring: None,
             webhook_workspace_rate: Some(DEFAULT_WORKSPACE_WEBHOOK_RATE),
             public_url: None,
+            allow_outbound: connectors::http::OutboundPolicy::default(),
+            stream_replicas: 1,
         }
     }
 }
@@ -149,8 +162,9 @@ pub struct Shared {
     pub token_cache: Arc<crate::auth::TokenCache>,
     /// The engine's public base URL, without a trailing `/` (see [`EngineConfig::public_url`]).
     pub public_url: Arc<str>,
-    /// HTTP client for OAuth token endpoints (follows no redirects).
-    pub oauth_http: reqwest::Client,
+    /// HTTP client for OAuth token endpoints and connection tests (follows no redirects),
+    /// held to [`EngineConfig::allow_outbound`].
+    pub oauth_http: connectors::http::Client,
 }
 
 /// Connects to a database and brings its schema up to date.
@@ -178,10 +192,10 @@ pub async fn run(
     let db = connect_db(&config.database_url).await?;
     let nats = async_nats::ConnectOptions::new()
         .retry_on_initial_connect()
-        .connect(&config.nats_url)
+        .connect(workers::nats_servers(&config.nats_url))
         .await?;
     let js = jetstream::new(nats.clone());
-    let topo = topology::ensure(&js).await?;
+    let topo = topology::ensure(&js, config.stream_replicas).await?;
     let listener =
         TcpListener::bind(config.listen)
             .await
@@ -230,7 +244,7 @@ pub async fn run(
         oauth_http: {
             // A no-op when the process installed the crypto provider already (the CLI does).
             let _ = rustls::crypto::ring::default_provider().install_default();
-            connectors::oauth::new_token_client()
+            connectors::oauth::new_token_client(config.allow_outbound.clone())
         },
     };
     let relay = tokio::spawn(relay_loop(shared.clone(), js.clone(), stop_rx.clone()));

@@ -569,6 +569,18 @@ fn apply_result(
     true
 }
 
+/// `input` of a step running `action` (`connector.action`) with the inputs its manifest
+/// marks secret redacted, for the ledger and approval requests.
+pub(crate) fn without_secret_fields(action: &str, input: &Value) -> Value {
+    match action.split_once('.') {
+        Some((connector, action)) => connectors::redact::redact_paths(
+            input,
+            connectors::Registry::builtin().secret_fields(connector, action),
+        ),
+        None => input.clone(),
+    }
+}
+
 /// The ledger record of one attempt: who (the principal that started the run, or its trigger),
 /// which connector, action and connection, how it ended, and its inputs and output (redacted
 /// when appended).
@@ -630,7 +642,10 @@ fn call_record(
             _ => None,
         },
         bytes: Some(i64::try_from(bytes).unwrap_or(i64::MAX)),
-        input: row.input.clone(),
+        input: row
+            .input
+            .as_ref()
+            .map(|input| without_secret_fields(&format!("{connector}.{action}"), input)),
         output: Some(output),
         details: None,
     }

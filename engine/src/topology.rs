@@ -50,60 +50,97 @@ pub struct Topology {
 }
 
 /// Creates (or finds) the step, result and event streams and the engine's results consumer.
-pub async fn ensure(js: &jetstream::Context) -> Result<Topology, TopologyError> {
+///
+/// Every stream gets `replicas` copies (1 on a single server, 3 on a three-node cluster; see
+/// `deploy/nats/`). A stream that exists with another number of replicas is scaled to it;
+/// nothing else of an existing stream is changed. Consumers inherit their stream's replicas.
+pub async fn ensure(js: &jetstream::Context, replicas: usize) -> Result<Topology, TopologyError> {
+    let replicas = replicas.max(1);
     let work_queue = |name: &str, subject: &str| stream::Config {
         name: name.to_owned(),
         subjects: vec![subject.to_owned()],
         retention: stream::RetentionPolicy::WorkQueue,
         storage: stream::StorageType::File,
         duplicate_window: DUPLICATE_WINDOW,
+        num_replicas: replicas,
         ..Default::default()
     };
-    js.get_or_create_stream(work_queue(
-        transport::STEPS_STREAM,
-        transport::STEPS_SUBJECTS,
-    ))
+    declare(
+        js,
+        work_queue(transport::STEPS_STREAM, transport::STEPS_SUBJECTS),
+    )
     .await
     .map_err(|source| TopologyError::Stream {
         name: transport::STEPS_STREAM,
         source,
     })?;
-    let results = js
-        .get_or_create_stream(work_queue(
-            transport::RESULTS_STREAM,
-            transport::RESULTS_SUBJECT,
-        ))
-        .await
-        .map_err(|source| TopologyError::Stream {
-            name: transport::RESULTS_STREAM,
-            source,
-        })?;
-    let events = js
-        .get_or_create_stream(stream::Config {
+    let results = declare(
+        js,
+        work_queue(transport::RESULTS_STREAM, transport::RESULTS_SUBJECT),
+    )
+    .await
+    .map_err(|source| TopologyError::Stream {
+        name: transport::RESULTS_STREAM,
+        source,
+    })?;
+    let events = declare(
+        js,
+        stream::Config {
             name: transport::EVENTS_STREAM.to_owned(),
             subjects: vec![transport::EVENTS_SUBJECTS.to_owned()],
             storage: stream::StorageType::File,
             duplicate_window: DUPLICATE_WINDOW,
             max_age: Duration::from_secs(7 * 86_400),
+            num_replicas: replicas,
             ..Default::default()
-        })
-        .await
-        .map_err(|source| TopologyError::Stream {
-            name: transport::EVENTS_STREAM,
-            source,
-        })?;
-    js.get_or_create_stream(stream::Config {
-        name: transport::HOLDS_STREAM.to_owned(),
-        subjects: vec![transport::HOLDS_SUBJECTS.to_owned()],
-        storage: stream::StorageType::File,
-        // Only the newest hold per connection or host matters.
-        max_messages_per_subject: 1,
-        max_age: Duration::from_secs(3_600),
-        ..Default::default()
-    })
+        },
+    )
+    .await
+    .map_err(|source| TopologyError::Stream {
+        name: transport::EVENTS_STREAM,
+        source,
+    })?;
+    declare(
+        js,
+        stream::Config {
+            name: transport::HOLDS_STREAM.to_owned(),
+            subjects: vec![transport::HOLDS_SUBJECTS.to_owned()],
+            storage: stream::StorageType::File,
+            // Only the newest hold per connection or host matters.
+            max_messages_per_subject: 1,
+            max_age: Duration::from_secs(3_600),
+            num_replicas: replicas,
+            ..Default::default()
+        },
+    )
     .await
     .map_err(|source| TopologyError::Stream {
         name: transport::HOLDS_STREAM,
+        source,
+    })?;
+    // Request budgets: one key per connection, only its newest value matters. In memory:
+    // losing them on a restart only forgets the last second of spending. The bucket's stream
+    // is declared here as a key-value store lays it out, rather than through
+    // `create_key_value`, whose account-info request fails to parse on nats-server 2.9.
+    declare(
+        js,
+        stream::Config {
+            name: transport::BUDGETS_STREAM.to_owned(),
+            subjects: vec![format!("$KV.{}.>", transport::BUDGETS_BUCKET)],
+            max_messages_per_subject: 1,
+            max_age: Duration::from_secs(86_400),
+            storage: stream::StorageType::Memory,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            num_replicas: replicas,
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(|source| TopologyError::Stream {
+        name: transport::BUDGETS_STREAM,
         source,
     })?;
     let results = results
@@ -142,4 +179,28 @@ pub async fn ensure(js: &jetstream::Context) -> Result<Topology, TopologyError> 
             source,
         })?;
     Ok(Topology { results, events })
+}
+
+/// Creates the stream `config` describes, or finds it; one found with another number of
+/// replicas is scaled to `config`'s (JetStream copies the data over; the stream stays
+/// available).
+async fn declare(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> Result<stream::Stream, jetstream::context::CreateStreamError> {
+    let replicas = config.num_replicas;
+    let found = js.get_or_create_stream(config).await?;
+    let current = &found.cached_info().config;
+    if current.num_replicas != replicas {
+        tracing::info!(
+            stream = %current.name,
+            from = current.num_replicas,
+            to = replicas,
+            "scaling stream replicas"
+        );
+        let mut scaled = current.clone();
+        scaled.num_replicas = replicas;
+        js.update_stream(scaled).await?;
+    }
+    Ok(found)
 }

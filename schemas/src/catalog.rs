@@ -18,7 +18,7 @@ pub enum SideEffect {
 /// What the validator learns about one action.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActionInfo {
-    /// The action's name within its connector, e.g. `chat_post_message`.
+    /// The action's name within its connector, e.g. `post_message`.
     pub name: String,
     /// What running it does to the external system.
     pub side_effect: SideEffect,

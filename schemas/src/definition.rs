@@ -304,7 +304,7 @@ pub struct Step {
     /// Run even when some of `needs` were skipped (by default a skipped need skips this step).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_skipped_needs: bool,
-    /// `connector.action` to run, e.g. `slack.chat_post_message`.
+    /// `connector.action` to run, e.g. `slack.post_message`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
     /// Name of the connection (credentials and scopes) the action runs with.

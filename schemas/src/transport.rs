@@ -15,6 +15,13 @@ pub const RESULTS_SUBJECT: &str = "sy.results";
 pub const EVENTS_STREAM: &str = "SY_EVENTS";
 /// Subjects of [`EVENTS_STREAM`].
 pub const EVENTS_SUBJECTS: &str = "sy.events.>";
+/// Key-value bucket of fleet-wide request budgets: one key per connection holding its
+/// theoretical arrival time (GCRA), updated with compare-and-set by every worker.
+pub const BUDGETS_BUCKET: &str = "SY_BUDGETS";
+/// The stream behind [`BUDGETS_BUCKET`] (`KV_` and the bucket's name, as key-value stores
+/// name theirs).
+pub const BUDGETS_STREAM: &str = "KV_SY_BUDGETS";
+
 /// Stream of fleet-wide rate-limit holds, one message per connection or host, newest wins.
 pub const HOLDS_STREAM: &str = "SY_HOLDS";
 /// Subject prefix of [`HOLDS_STREAM`].

@@ -643,7 +643,7 @@ impl Validator<'_> {
 
     fn check_action(&mut self, path: &str, action: &str, step: &Step, catalog: &dyn ActionCatalog) {
         let Some((connector, name)) = action.split_once('.') else {
-            self.report(path, format!("action `{action}` must be written `connector.action`, e.g. `slack.chat_post_message`"));
+            self.report(path, format!("action `{action}` must be written `connector.action`, e.g. `slack.post_message`"));
             return;
         };
         let Some(info) = catalog.connector(connector) else {

@@ -5,6 +5,8 @@
 //!   it can be stopped, killed and restarted on the same port and store directory.
 //! - [`db`]: [`TestDatabase`], a fresh database per test on either [`Backend`]: a SQLite file in
 //!   a temp dir, or a new database on a PostgreSQL server (see [`db`] for where that comes from).
+//! - [`cluster`]: [`NatsCluster`], three `nats-server` nodes started from
+//!   `deploy/nats/nats.conf` on loopback, each of which can be killed.
 //! - [`wait`]: [`wait_until`], polling under a deadline, which is how tests wait for anything.
 //!
 //! A test needs about three lines of setup:
@@ -19,11 +21,13 @@
 
 use std::sync::Once;
 
+pub mod cluster;
 pub mod db;
 pub mod nats;
 mod postgres;
 pub mod wait;
 
+pub use cluster::NatsCluster;
 pub use db::{Backend, TestDatabase, for_each_backend};
 pub use nats::NatsServer;
 pub use wait::{Check, free_port, wait_until};

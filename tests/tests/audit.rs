@@ -206,3 +206,44 @@ async fn two_engines_append_to_one_unbroken_chain_and_tampering_is_found() -> Re
     assert_eq!(verdict["broken_at"], 100, "{verdict}");
     Ok(())
 }
+
+#[tokio::test]
+async fn an_input_the_manifest_marks_secret_is_not_in_the_ledger() -> Result<()> {
+    let (addr, fake) = start_fake().await?;
+    let stack = Stack::start(Backend::Sqlite).await?;
+    let r = stack
+        .http
+        .post(format!("{}/v1/connections", stack.api))
+        .json(&json!({ "name": "chat", "connector": "teams", "auth": { "type": "bearer", "token": "graph-5e1a-token" } }))
+        .send()
+        .await?;
+    ensure!(r.status() == StatusCode::CREATED, "{}", r.text().await?);
+    // An incoming webhook's URL is its credential; Teams' manifest marks `webhook_url` secret.
+    let hook = format!("http://{addr}/echo?hook=hook-77ab-secret");
+    stack
+        .apply(&format!(
+            "name: announce\nsteps:\n  - {{ id: tell, action: teams.post_webhook, connection: chat, with: {{ webhook_url: \"{hook}\", title: Deployed, text: \"v2 is live\" }} }}\n"
+        ))
+        .await?;
+    let (_, run) = stack.start_run("announce", json!({}), None).await?;
+    let finished = stack.finished(&run, WAIT).await?;
+    assert_eq!(finished["status"], "succeeded", "{finished:#}");
+    assert_eq!(
+        fake.hits.load(Ordering::SeqCst),
+        1,
+        "the webhook was called once"
+    );
+
+    let calls = calls_of(&stack, &run).await?;
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    let call = &calls[0];
+    assert_eq!(call["connector"], "teams");
+    assert_eq!(call["action"], "post_webhook");
+    assert_eq!(call["outcome"], "success");
+    assert_eq!(call["input"]["text"], "v2 is live", "{call:#}");
+    let all = serde_json::to_string(&calls)?;
+    for secret in ["hook-77ab-secret", "graph-5e1a-token"] {
+        assert!(!all.contains(secret), "{secret} is in the ledger: {call:#}");
+    }
+    Ok(())
+}

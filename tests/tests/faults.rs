@@ -37,6 +37,8 @@ async fn a_worker_killed_mid_step_is_replaced_and_the_run_completes() -> Result<
             "500ms",
             "--worker-id",
             "doomed",
+            "--allow-outbound",
+            common::ALLOW_OUTBOUND,
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -50,6 +52,7 @@ async fn a_worker_killed_mid_step_is_replaced_and_the_run_completes() -> Result<
     stack.spawn_worker(workers::WorkerConfig {
         nats_url: stack.nats.url(),
         worker_id: "survivor".into(),
+        allow_outbound: common::allow_outbound(),
         ..Default::default()
     });
     let run = stack.finished(&id, WAIT).await?;

@@ -131,6 +131,8 @@ fn new_connection(name: &str, token: &str) -> NewConnection {
         connector: "http".to_owned(),
         auth: json!({ "type": "bearer", "token": token }),
         scopes: Vec::new(),
+        base_url: None,
+        rate_limit: None,
     }
 }
 

@@ -49,7 +49,7 @@ const INDEXES: [(&str, &str); 19] = [
 ];
 
 /// Every migration, in order.
-const MIGRATIONS: [&str; 7] = [
+const MIGRATIONS: [&str; 8] = [
     "m20261125_000001_initial",
     "m20261125_000002_triggers",
     "m20261125_000003_connections",
@@ -57,6 +57,7 @@ const MIGRATIONS: [&str; 7] = [
     "m20261201_000005_audit",
     "m20261201_000006_oauth",
     "m20261201_000007_approvals",
+    "m20261202_000008_connection_settings",
 ];
 
 /// Now, to the microsecond: PostgreSQL keeps no finer, so a value with nanoseconds would not

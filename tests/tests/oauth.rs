@@ -64,6 +64,8 @@ struct ProviderState {
     expected_scope: String,
     /// The header and claims of every assertion whose signature and claims checked out.
     assertions: Vec<(Value, Value)>,
+    /// `instance_url` of every token response, as Salesforce names each org's API host.
+    instance_url: Option<String>,
 }
 
 #[derive(Default)]
@@ -251,6 +253,9 @@ async fn token(State(p): State<Arc<Provider>>, headers: HeaderMap, body: String)
     };
     let mut answer =
         json!({ "access_token": access, "token_type": "Bearer", "expires_in": expires_in });
+    if let Some(instance) = &s.instance_url {
+        answer["instance_url"] = json!(instance);
+    }
     if with_refresh {
         let refresh = format!("refresh-{}", s.issued);
         s.refresh_token = Some(refresh.clone());
@@ -259,13 +264,18 @@ async fn token(State(p): State<Arc<Provider>>, headers: HeaderMap, body: String)
     (StatusCode::OK, Json(answer)).into_response()
 }
 
-async fn api(State(p): State<Arc<Provider>>, headers: HeaderMap) -> Response {
-    let token = headers
+/// The bearer token of a request, or `""`.
+fn bearer(headers: &HeaderMap) -> String {
+    headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default()
-        .to_owned();
+        .to_owned()
+}
+
+async fn api(State(p): State<Arc<Provider>>, headers: HeaderMap) -> Response {
+    let token = bearer(&headers);
     let mut s = p.state();
     s.api_calls.push(token.clone());
     if s.access_tokens.last() == Some(&token) {
@@ -275,12 +285,41 @@ async fn api(State(p): State<Arc<Provider>>, headers: HeaderMap) -> Response {
     }
 }
 
+/// Salesforce's `GET /services/data/v60.0/sobjects/Account/{id}`, answered with its record
+/// shape for the bearer token last issued.
+async fn salesforce_account(
+    State(p): State<Arc<Provider>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let token = bearer(&headers);
+    let mut s = p.state();
+    s.api_calls.push(token.clone());
+    if s.access_tokens.last() != Some(&token) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!([{ "message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID" }])),
+        )
+            .into_response();
+    }
+    Json(json!({
+        "attributes": { "type": "Account", "url": format!("/services/data/v60.0/sobjects/Account/{id}") },
+        "Id": id,
+        "Name": "Acme",
+    }))
+    .into_response()
+}
+
 async fn start_provider() -> Result<(SocketAddr, Arc<Provider>)> {
     let provider = Arc::new(Provider::default());
     let app = Router::new()
         .route("/authorize", get(authorize))
         .route("/token", post(token))
         .route("/api", get(api))
+        .route(
+            "/services/data/v60.0/sobjects/Account/{id}",
+            get(salesforce_account),
+        )
         .with_state(provider.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -746,5 +785,61 @@ async fn a_service_account_signs_a_jwt_and_its_token_is_used() -> Result<()> {
     for secret in ["PRIVATE KEY", "access-", key_lines[1]] {
         assert!(!shown.to_string().contains(secret), "{shown:#}");
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_salesforce_connection_takes_its_instance_url_from_the_token_response() -> Result<()> {
+    let (addr, provider) = start_provider().await?;
+    // The org's API host, as Salesforce names it next to the token.
+    provider.state().instance_url = Some(format!("http://{addr}"));
+    let stack = Stack::start_with_workers(Backend::Sqlite, 1).await?;
+    let r = stack
+        .http
+        .post(format!("{}/v1/connections", stack.api))
+        .json(&json!({
+            "name": "org",
+            "connector": "salesforce",
+            "scopes": ["api"],
+            "auth": {
+                "type": "oauth2_client",
+                "token_url": format!("http://{addr}/token"),
+                "client_id": CLIENT_ID,
+                "client_secret": CLIENT_SECRET,
+                "scopes": ["api"],
+            },
+        }))
+        .send()
+        .await?;
+    ensure!(r.status() == StatusCode::CREATED, "{}", r.text().await?);
+    stack
+        .apply(
+            "name: account\nsteps:\n  - { id: read, action: salesforce.get_record, connection: org, with: { object: Account, id: 001xx000003DGb2AAG } }\n",
+        )
+        .await?;
+    let (_, id) = stack.start_run("account", json!({}), None).await?;
+    let run = stack.finished(&id, WAIT).await?;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert_eq!(provider.grants("client_credentials").len(), 1);
+    assert_eq!(
+        provider.state().api_calls.len(),
+        1,
+        "the record was read at the instance"
+    );
+
+    // Kept on the connection, so the next steps go there without a token request.
+    let shown: Value = stack
+        .http
+        .get(format!("{}/v1/connections/org", stack.api))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(shown["base_url"], format!("http://{addr}"), "{shown:#}");
+    let (_, id) = stack.start_run("account", json!({}), None).await?;
+    let run = stack.finished(&id, WAIT).await?;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert_eq!(provider.grants("client_credentials").len(), 1);
+    assert_eq!(provider.state().api_calls.len(), 2);
     Ok(())
 }

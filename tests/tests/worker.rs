@@ -232,6 +232,8 @@ impl Rig {
             nats_url: self.nats.url(),
             concurrency,
             worker_id: "test-worker".into(),
+            // The fake API listens on 127.0.0.1.
+            allow_outbound: "127.0.0.1".parse().expect("an allowlist"),
             ..Default::default()
         }
     }
@@ -791,5 +793,30 @@ async fn a_worker_serves_every_queue_it_is_given() -> Result<()> {
     assert_eq!(output(&results[&default.run_id])?["body"]["tag"], "default");
     assert_eq!(output(&results[&bulk.run_id])?["body"]["tag"], "bulk");
     rig.wait_steps_drained().await?;
+    worker.stop().await
+}
+
+#[tokio::test]
+async fn a_worker_without_an_allowlist_refuses_a_loopback_address_before_any_request() -> Result<()>
+{
+    let rig = Rig::start().await?;
+    let step = rig.step("/ok/internal");
+    rig.publish(&step).await?;
+    // The default policy: public addresses only. The fake listens on 127.0.0.1.
+    let worker = Worker::start(WorkerConfig {
+        allow_outbound: connectors::http::OutboundPolicy::default(),
+        ..rig.config(1)
+    });
+    let results = rig.results(1).await?;
+
+    let refused = failure(&results[&step.run_id])?;
+    assert_eq!(refused.code, ErrorCode::Forbidden, "{}", refused.message);
+    assert!(
+        refused.message.contains("127.0.0.1") && refused.message.contains("--allow-outbound"),
+        "the refusal names the address and how to open it: {}",
+        refused.message
+    );
+    rig.wait_steps_drained().await?;
+    assert_eq!(rig.fake.total_hits(), 0, "the fake was reached");
     worker.stop().await
 }

@@ -24,8 +24,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerConfig {
-    /// NATS server URL, e.g. `nats://127.0.0.1:4222`. The worker keeps retrying until the
-    /// server is reachable, so it may start before NATS does.
+    /// NATS server URL, e.g. `nats://127.0.0.1:4222`, or several separated by commas (the
+    /// nodes of a cluster: [`nats_servers`]). The worker keeps retrying until a server is
+    /// reachable, so it may start before NATS does.
     pub nats_url: String,
     /// Queues this worker serves. Each queue has one durable pull consumer shared by every
     /// worker of the fleet that serves it. Names follow the definition format's rule for
@@ -53,6 +54,13 @@ pub struct WorkerConfig {
     /// one NATS message (the server's `max_payload`, 1 MiB by default); a larger one is
     /// reported as an `invalid_input` failure.
     pub max_response_bytes: usize,
+    /// Internal destinations actions and OAuth token refreshes may reach, as a
+    /// comma-separated list of IP addresses, CIDR ranges and host names
+    /// (`--allow-outbound`, `SWITCHYARD_ALLOW_OUTBOUND`), e.g.
+    /// `"10.0.0.0/8,wiki.corp.example.com"`. Public addresses are always reachable;
+    /// loopback, private, link-local and other internal addresses and cloud metadata names
+    /// are refused unless listed here. Empty by default.
+    pub allow_outbound: connectors::http::OutboundPolicy,
 }
 
 impl Default for WorkerConfig {
@@ -66,6 +74,7 @@ impl Default for WorkerConfig {
             ack_wait: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
             max_response_bytes: connectors::http::DEFAULT_MAX_RESPONSE_BYTES,
+            allow_outbound: connectors::http::OutboundPolicy::default(),
         }
     }
 }
@@ -192,6 +201,17 @@ mod duration {
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         schemas::duration::Duration::deserialize(d).map(schemas::duration::Duration::get)
     }
+}
+
+/// The servers a NATS URL option names: one URL, or several separated by commas
+/// (`nats://nats-0:4222,nats://nats-1:4222,nats://nats-2:4222`). The client connects to one
+/// of them and moves to another when it is lost; the servers also tell it the rest of their
+/// cluster.
+pub fn nats_servers(url: &str) -> Vec<&str> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
 }
 
 #[cfg(test)]

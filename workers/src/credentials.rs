@@ -88,23 +88,50 @@ pub fn aad(workspace_id: Uuid, connection_id: Uuid) -> Aad {
 /// The scopes `action` (`connector.action`) declares that `granted` (a JSON list) lacks.
 /// Scopes are checked when a workflow is applied; this catches a connection whose scopes were
 /// reduced since.
-pub(crate) fn missing_scopes(action: &str, granted: &serde_json::Value) -> Vec<&'static str> {
+pub(crate) fn missing_scopes(action: &str, granted: &serde_json::Value) -> Vec<String> {
     let Some((connector, name)) = action.split_once('.') else {
         return Vec::new();
     };
-    let needed = connectors::Registry::builtin()
-        .get(connector)
-        .and_then(|m| m.action(name))
-        .map_or(&[][..], |a| a.scopes);
+    let registry = connectors::Registry::builtin();
+    let Some(needed) = registry.get(connector).and_then(|m| m.find_action(name)) else {
+        return Vec::new();
+    };
     let granted: Vec<&str> = granted
         .as_array()
         .map(|a| a.iter().filter_map(serde_json::Value::as_str).collect())
         .unwrap_or_default();
     needed
+        .scopes
         .iter()
-        .copied()
-        .filter(|s| !granted.contains(s))
+        .filter(|s| !granted.contains(&s.as_str()))
+        .cloned()
         .collect()
+}
+
+/// A step's connection, ready for its action.
+#[derive(Debug)]
+pub(crate) struct Resolved {
+    /// The connection's id.
+    pub id: Uuid,
+    /// Its credential, opened for this step.
+    pub credential: Arc<Credential>,
+    /// Its base URL, replacing the connector's default.
+    pub base_url: Option<reqwest::Url>,
+    /// Its request budget: its own, else its connector's default.
+    pub rate_limit: Option<connectors::RateLimit>,
+}
+
+/// The budget of a connection: its own `rate_limit`, else its connector's default.
+fn rate_limit(row: &connection::Model) -> Option<connectors::RateLimit> {
+    row.rate_limit
+        .clone()
+        .and_then(|v| serde_json::from_value::<connectors::RateLimit>(v).ok())
+        .filter(|l| l.check().is_ok())
+        .or_else(|| {
+            connectors::Registry::builtin()
+                .get(&row.connector)
+                .and_then(|m| m.rate_limit)
+        })
 }
 
 /// Resolves connections for one worker.
@@ -112,24 +139,30 @@ pub(crate) fn missing_scopes(action: &str, granted: &serde_json::Value) -> Vec<&
 pub(crate) struct Resolver {
     access: Option<ConnectionAccess>,
     last_used: Mutex<HashMap<Uuid, Instant>>,
+    /// Where token endpoints may be (the worker's outbound policy).
+    outbound: connectors::http::OutboundPolicy,
     /// For token endpoints; built on first use (after the process installed its TLS provider).
-    token_http: std::sync::OnceLock<reqwest::Client>,
+    token_http: std::sync::OnceLock<connectors::http::Client>,
 }
 
 /// Why a step's connection cannot be used; the step fails with this code and message.
 pub(crate) type Refusal = (ErrorCode, String);
 
 impl Resolver {
-    pub fn new(access: Option<ConnectionAccess>) -> Self {
+    pub fn new(
+        access: Option<ConnectionAccess>,
+        outbound: connectors::http::OutboundPolicy,
+    ) -> Self {
         Resolver {
             access,
+            outbound,
             last_used: Mutex::default(),
             token_http: std::sync::OnceLock::new(),
         }
     }
 
-    /// The credential of the step's connection, or `None` when it names none.
-    pub async fn resolve(&self, step: &StepMessage) -> Result<Option<Arc<Credential>>, Refusal> {
+    /// The step's connection, opened, or `None` when it names none.
+    pub async fn resolve(&self, step: &StepMessage) -> Result<Option<Resolved>, Refusal> {
         let Some(id) = step.connection_id else {
             return Ok(None);
         };
@@ -165,6 +198,7 @@ impl Resolver {
             ));
         }
         let text = open(access, &row)?;
+        let mut base_url = row.base_url.clone();
         let credential = if is_oauth(&row.auth_type) {
             let (config, secret) = oauth_parts(&row, &text)?;
             drop(text);
@@ -172,24 +206,37 @@ impl Resolver {
                 Credential::from_parts(&row.auth_type, &row.config, &secret.to_json())
                     .map_err(|e| (ErrorCode::Internal, e.to_string()))?
             } else {
-                self.refresh(access, &row, step).await?
+                let (credential, adopted) = self.refresh(access, &row, step).await?;
+                if adopted.is_some() {
+                    base_url = adopted;
+                }
+                credential
             }
         } else {
             Credential::from_parts(&row.auth_type, &row.config, &text)
                 .map_err(|e| (ErrorCode::Internal, e.to_string()))?
         };
         self.touch(access, id);
-        Ok(Some(Arc::new(credential)))
+        Ok(Some(Resolved {
+            id,
+            credential: Arc::new(credential),
+            base_url: base_url
+                .as_deref()
+                .and_then(|u| reqwest::Url::parse(u).ok()),
+            rate_limit: rate_limit(&row),
+        }))
     }
 
     /// Refreshes the OAuth tokens of `stale` (read without a lock), or uses the ones another
-    /// worker stored meanwhile. See the module docs.
+    /// worker stored meanwhile. See the module docs. Also returns the connection's base URL
+    /// when the row read under the lock has one `stale` lacked: taken from this token
+    /// response's `instance_url`, or stored by the worker that refreshed meanwhile.
     async fn refresh(
         &self,
         access: &ConnectionAccess,
         stale: &connection::Model,
         step: &StepMessage,
-    ) -> Result<Credential, Refusal> {
+    ) -> Result<(Credential, Option<String>), Refusal> {
         let db = &access.db;
         let backend = db.get_database_backend();
         let tx = if backend == DbBackend::Sqlite {
@@ -221,6 +268,7 @@ impl Resolver {
         if fresh(&config, &secret) {
             let _ = tx.rollback().await;
             return Credential::from_parts(&row.auth_type, &row.config, &secret.to_json())
+                .map(|c| (c, row.base_url.clone()))
                 .map_err(|e| (ErrorCode::Internal, e.to_string()));
         }
         // Signed now, under the lock: its `iat` is the moment it is sent.
@@ -252,7 +300,7 @@ impl Resolver {
             Some(grant) => {
                 let http = self
                     .token_http
-                    .get_or_init(connectors::oauth::new_token_client);
+                    .get_or_init(|| connectors::oauth::new_token_client(self.outbound.clone()));
                 oauth::request_token(
                     http,
                     &oauth::Client {
@@ -285,6 +333,9 @@ impl Resolver {
             Err(e) => {
                 let code = if e.is_retryable() {
                     ErrorCode::UpstreamUnavailable
+                } else if matches!(e, TokenError::Refused(_)) {
+                    // The token URL is on an address the outbound policy refuses.
+                    ErrorCode::Forbidden
                 } else {
                     ErrorCode::Unauthorized
                 };
@@ -320,7 +371,11 @@ impl Resolver {
                     format!("sealing the refreshed token failed: {e}"),
                 )
             })?;
+        let adopted = tokens.base_url_to_adopt(row.base_url.as_deref());
         let mut active: connection::ActiveModel = row.clone().into();
+        if let Some(base_url) = &adopted {
+            active.base_url = Set(Some(base_url.clone()));
+        }
         active.config = Set(OAuthConfig::with_expiry(&row.config, expires_at));
         active.key_version = Set(Some(i32::try_from(sealed.key_version).unwrap_or(i32::MAX)));
         active.wrapped_key = Set(Some(sealed.wrapped_key));
@@ -332,13 +387,15 @@ impl Resolver {
             "grant": grant_name,
             "expires_at": expires_at,
             "refresh_token_rotated": tokens.refresh_token.is_some(),
+            "base_url_from_token": adopted,
         }));
         crate::audit::append(&tx, vec![(row.workspace_id, record)])
             .await
             .map_err(db_unavailable)?;
         tx.commit().await.map_err(db_unavailable)?;
         tracing::info!(connection_id = %row.id, rotated = tokens.refresh_token.is_some(), "oauth token refreshed");
-        Ok(Credential::Bearer(tokens.access_token))
+        let base_url = adopted.or_else(|| row.base_url.clone());
+        Ok((Credential::Bearer(tokens.access_token), base_url))
     }
 
     /// Records the use, at most once a minute per connection, without holding up the step.

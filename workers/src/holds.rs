@@ -38,7 +38,7 @@ type Table = Arc<RwLock<HashMap<String, u64>>>;
 
 /// Reads and writes holds. A missing holds stream (an engine of an older release) means
 /// nothing is held.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Holds {
     js: jetstream::Context,
     table: Table,
@@ -189,6 +189,6 @@ mod tests {
         let a = a.unwrap_or_default();
         assert!(!a.contains("pw") && !a.contains("user"), "{a}");
         assert!(a.starts_with("sy.holds.host."));
-        assert_eq!(subject(&step("slack.chat_post_message", json!({}))), None);
+        assert_eq!(subject(&step("slack.post_message", json!({}))), None);
     }
 }

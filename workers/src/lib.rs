@@ -37,6 +37,7 @@ pub mod config;
 pub mod error;
 pub mod vault;
 
+mod budget;
 mod cancel;
 mod credentials;
 mod events;
@@ -44,7 +45,7 @@ mod holds;
 mod runtime;
 mod step;
 
-pub use config::{ConfigError, WorkerConfig};
+pub use config::{ConfigError, WorkerConfig, nats_servers};
 pub use credentials::{ConnectionAccess, KIND as CONNECTION_KIND, aad as connection_aad};
 pub use error::WorkerError;
 pub use runtime::{run, run_with};

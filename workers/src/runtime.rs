@@ -35,10 +35,13 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub client: async_nats::Client,
-    /// One HTTP client for every action this worker runs, created on its runtime.
-    pub http: reqwest::Client,
+    /// One HTTP client for every action this worker runs, created on its runtime and held to
+    /// the configured outbound policy.
+    pub http: connectors::http::Client,
     /// Fleet-wide rate-limit holds.
     pub holds: crate::holds::Holds,
+    /// Fleet-wide request budgets of connections.
+    pub budgets: Arc<crate::budget::Budgets>,
     pub js: jetstream::Context,
     pub config: WorkerConfig,
     pub cancellations: Arc<Cancellations>,
@@ -106,7 +109,7 @@ pub async fn run_with(
     let client = async_nats::ConnectOptions::new()
         .name(config.worker_id.as_str())
         .retry_on_initial_connect()
-        .connect(config.nats_url.as_str())
+        .connect(crate::config::nats_servers(&config.nats_url))
         .await
         .map_err(WorkerError::Connect)?;
     let cancellations = Cancellations::new();
@@ -123,14 +126,16 @@ pub async fn run_with(
     // waiting for messages does not hold slots another queue could use.
     let share = concurrency.div_ceil(config.queues.len()).max(1);
     let queues = config.queues.clone();
+    let outbound = config.allow_outbound.clone();
     let shared = Arc::new(Shared {
-        http: connectors::http::new_client(),
+        http: connectors::http::new_client(outbound.clone()),
         holds: crate::holds::Holds::new(jetstream::new(client.clone())),
+        budgets: Arc::new(crate::budget::Budgets::new(jetstream::new(client.clone()))),
         js: jetstream::new(client.clone()),
         client: client.clone(),
         config,
         cancellations,
-        connections: crate::credentials::Resolver::new(access),
+        connections: crate::credentials::Resolver::new(access, outbound),
         running: watch::channel(0).0,
     });
     let holds_follower = tokio::spawn(shared.holds.follower());

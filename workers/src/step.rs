@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
@@ -218,7 +219,7 @@ async fn run_step(
             None,
         )
     } else {
-        execute(
+        match execute(
             shared,
             msg,
             &mut step,
@@ -227,6 +228,19 @@ async fn run_step(
             &mut cancel,
         )
         .await
+        {
+            Ok(outcome) => outcome,
+            Err(wait) => {
+                // The connection's budget had no slot soon and nothing was sent: back to
+                // JetStream for about that long, no attempt used, this slot free meanwhile.
+                let _ = msg.ack_with(AckKind::Nak(Some(wait))).await;
+                tracing::debug!(
+                    wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                    "waiting for the connection's request budget"
+                );
+                return;
+            }
+        }
     };
     if let Outcome::Failed { error } = &outcome
         && error.code == ErrorCode::RateLimited
@@ -275,6 +289,8 @@ async fn run_step(
 
 /// Runs the action under the step's timeout, heartbeating, until it ends or its run is
 /// cancelled. A failure is reported, never retried here: the engine schedules retries.
+/// `Err(wait)`: the connection's budget refused the step's first request, so nothing was
+/// sent and the step should come back after `wait`.
 async fn execute(
     shared: &Shared,
     msg: &jetstream::Message,
@@ -282,19 +298,31 @@ async fn execute(
     traceparent: Option<String>,
     heartbeat: Duration,
     cancel: &mut CancelWatch,
-) -> Outcome {
+) -> Result<Outcome, Duration> {
     let Some((connector, action)) = step.action.split_once('.') else {
-        return failed(
+        return Ok(failed(
             ErrorCode::InvalidInput,
             format!("action `{}` is not `connector.action`", step.action),
             None,
-        );
+        ));
     };
     let timeout = Duration::from_millis(step.timeout_ms);
-    let credential = match shared.connections.resolve(step).await {
+    let connection = match shared.connections.resolve(step).await {
         Ok(c) => c,
-        Err((code, message)) => return failed(code, message, None),
+        Err((code, message)) => return Ok(failed(code, message, None)),
     };
+    let credential = connection.as_ref().map(|c| c.credential.clone());
+    let gate = connection.as_ref().and_then(|c| {
+        c.rate_limit.map(|limit| {
+            Arc::new(crate::budget::Gate::new(
+                shared.budgets.clone(),
+                c.id,
+                limit,
+                shared.holds.clone(),
+                crate::holds::subject(step),
+            ))
+        })
+    });
     let ctx = connectors::ActionContext {
         timeout,
         idempotency_key: Some(step.idempotency_key.clone()),
@@ -302,6 +330,10 @@ async fn execute(
         max_response_bytes: shared.config.max_response_bytes,
         http: shared.http.clone(),
         credential: credential.clone(),
+        base_url: connection.as_ref().and_then(|c| c.base_url.clone()),
+        gate: gate
+            .clone()
+            .map(|g| g as Arc<dyn connectors::sdk::RequestGate>),
     };
     // The input is not needed after the call; the result does not repeat it.
     let input = std::mem::take(&mut step.input);
@@ -317,7 +349,18 @@ async fn execute(
         .as_deref()
         .map(connectors::Credential::secret_values)
         .unwrap_or_default();
-    match with_heartbeat(msg, heartbeat, work).await {
+    let outcome = match with_heartbeat(msg, heartbeat, work).await {
+        Some(Ok(Err(error)))
+            if error.code == ErrorCode::RateLimited
+                && gate.as_ref().is_some_and(|g| g.refused_before_sending()) =>
+        {
+            // Back when the slot is within reach (a slot is reserved at most
+            // `MAX_SLOT_WAIT` ahead).
+            let wait = error.retry_after.unwrap_or(crate::budget::MAX_SLOT_WAIT);
+            return Err(wait
+                .saturating_sub(crate::budget::MAX_SLOT_WAIT / 2)
+                .max(Duration::from_millis(10)));
+        }
         Some(Ok(Ok(mut output))) => {
             connectors::credential::scrub(&mut output, &secrets);
             Outcome::Succeeded { output }
@@ -348,7 +391,8 @@ async fn execute(
             "the run was cancelled while this step ran; the call was abandoned".into(),
             None,
         ),
-    }
+    };
+    Ok(outcome)
 }
 
 /// Drives `work` to its end, sending an in-progress ack every `every` so JetStream does not

@@ -111,12 +111,19 @@ pub enum Failure {
     /// The request could not be built from its inputs.
     #[error("could not be sent: the request is malformed")]
     Request,
+    /// The outbound policy refused the destination (or a redirect's); nothing was sent.
+    #[error("{0}")]
+    Refused(super::Refused),
 }
 
 impl Failure {
     /// The failure a client error stands for, from its kind, never its text.
     pub fn from_reqwest(e: &reqwest::Error) -> Self {
-        if e.is_timeout() {
+        // A resolver's or redirect policy's refusal arrives wrapped as a connect or redirect
+        // error.
+        if let Some(refused) = super::outbound::refusal(e) {
+            Failure::Refused(refused)
+        } else if e.is_timeout() {
             Failure::Timeout
         } else if e.is_connect() {
             Failure::Connect { io: io_kind(e) }
@@ -153,7 +160,8 @@ fn cause(io: Option<std::io::ErrorKind>) -> String {
 /// except `501` (the server will never do this), which is permanent like every other `4xx`:
 /// `401` `unauthorized`, `403` `forbidden`, `404`/`410` `not_found`, `409`/`412` `conflict`,
 /// the rest (and any `1xx`–`3xx` the caller did not accept) `invalid_input`.
-/// Timeouts are `timeout`, connection failures `upstream_unavailable`, both retryable.
+/// Timeouts are `timeout`, connection failures `upstream_unavailable`, both retryable; a
+/// destination the outbound policy refuses is `forbidden`.
 pub fn classify(failure: &Failure) -> Verdict {
     match failure {
         Failure::Status {
@@ -169,6 +177,8 @@ pub fn classify(failure: &Failure) -> Verdict {
         Failure::Redirect | Failure::TooLarge { .. } | Failure::Request => {
             Verdict::new(ErrorCode::InvalidInput, None)
         }
+        // Policy, not the provider: permanent until an operator opens the destination.
+        Failure::Refused(_) => Verdict::new(ErrorCode::Forbidden, None),
     }
 }
 

@@ -1,22 +1,26 @@
 //! The HTTP layer every connector uses: one client, one way to send and read a response
 //! within bounds, failure classification in one place, rate-limit headers, redaction.
 //!
-//! A connector builds a `reqwest::RequestBuilder` on the client from its
+//! A connector builds a `reqwest::RequestBuilder` on the [`Client`] from its
 //! [`crate::ActionContext`], hands it to [`send`] with the statuses it accepts and its
 //! [`Quirks`], and turns a [`CallError`] into an [`ActionError`] with
 //! [`CallError::into_action_error`]. [`request`] (`http.request`) is the first such connector.
+//! Every call a [`Client`] makes is held to its [`OutboundPolicy`] ([`outbound`]).
 
 pub mod classify;
+pub mod outbound;
 pub mod ratelimit;
 pub mod redact;
 pub mod request;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode, Url};
 
 pub use classify::{Classification, Failure, NoQuirks, Quirks, Verdict, classify};
+pub use outbound::{OutboundPolicy, Refused};
 pub use redact::Secrets;
 
 use crate::error::ActionError;
@@ -33,41 +37,141 @@ pub const ERROR_BODY_BYTES: usize = 64 * 1024;
 /// Characters of a response body quoted in an error message.
 const EXCERPT_CHARS: usize = 200;
 
-/// A client for one runtime's actions: connection pooling across every action it runs.
+/// The HTTP client every outbound call goes through: a `reqwest` client whose every
+/// destination is held to an [`OutboundPolicy`].
 ///
-/// Callers create it once per runtime and pass it in [`crate::ActionContext`]: pooled
-/// connections are driven by tasks on the runtime that opened them, so a client must not
-/// outlive or cross runtimes.
+/// Host names are resolved by a resolver that keeps only the addresses the policy allows (so
+/// the connection goes to an address that was checked), IP-literal URLs are checked by
+/// [`Client::execute`] before sending, and every redirect hop is checked again. Refusals are
+/// [`Failure::Refused`]. System proxy settings (`HTTPS_PROXY`, …) are not used: a proxy
+/// would resolve names where the policy cannot see them.
 ///
-/// Redirects: at most [`MAX_REDIRECTS`], and never from `https` to `http` (the redirect
-/// response itself is then returned). `reqwest` drops `Authorization` and `Cookie` when a
-/// redirect leaves the origin.
-///
-/// # Panics
-/// When no `rustls` crypto provider is installed: a process installs
-/// `rustls::crypto::ring::default_provider()` once at start, before building a client.
-pub fn new_client() -> reqwest::Client {
-    let redirects = reqwest::redirect::Policy::custom(|attempt| {
-        let downgrade = attempt.url().scheme() == "http"
-            && attempt
-                .previous()
-                .last()
-                .is_some_and(|from| from.scheme() == "https");
-        if attempt.previous().len() > MAX_REDIRECTS {
-            attempt.error(TooManyRedirects)
-        } else if downgrade {
-            attempt.stop()
-        } else {
-            attempt.follow()
-        }
-    });
-    let builder = reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .redirect(redirects)
-        .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")));
-    // Building fails only on a broken TLS setup, which every call would hit anyway; the
-    // panic message names the missing crypto provider.
-    builder.build().unwrap_or_else(|_| reqwest::Client::new())
+/// Cloning is cheap and shares the connection pool.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: reqwest::Client,
+    policy: Arc<OutboundPolicy>,
+}
+
+impl Client {
+    /// A client for one runtime's actions: connection pooling across every action it runs.
+    ///
+    /// Callers create it once per runtime and pass it in [`crate::ActionContext`]: pooled
+    /// connections are driven by tasks on the runtime that opened them, so a client must not
+    /// outlive or cross runtimes.
+    ///
+    /// Redirects: at most [`MAX_REDIRECTS`], each hop checked against `policy`, and never
+    /// from `https` to `http` (the redirect response itself is then returned). `reqwest`
+    /// drops `Authorization` and `Cookie` when a redirect leaves the origin.
+    ///
+    /// # Panics
+    /// When no `rustls` crypto provider is installed: a process installs
+    /// `rustls::crypto::ring::default_provider()` once at start, before building a client.
+    pub fn new(policy: OutboundPolicy) -> Client {
+        let policy = Arc::new(policy);
+        let checked = policy.clone();
+        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+            let downgrade = attempt.url().scheme() == "http"
+                && attempt
+                    .previous()
+                    .last()
+                    .is_some_and(|from| from.scheme() == "https");
+            if attempt.previous().len() > MAX_REDIRECTS {
+                attempt.error(TooManyRedirects)
+            } else if let Err(refused) = checked.check_url(attempt.url()) {
+                // A host name passes here unless it is a metadata name; the resolver checks
+                // its addresses when the hop connects.
+                attempt.error(refused)
+            } else if downgrade {
+                attempt.stop()
+            } else {
+                attempt.follow()
+            }
+        });
+        Client::build(policy, redirects, CONNECT_TIMEOUT)
+    }
+
+    /// A client that follows no redirect (the redirect response is returned as is), with
+    /// its own connect timeout: for OAuth token endpoints ([`crate::oauth::new_token_client`]).
+    pub fn without_redirects(policy: OutboundPolicy, connect_timeout: Duration) -> Client {
+        Client::build(
+            Arc::new(policy),
+            reqwest::redirect::Policy::none(),
+            connect_timeout,
+        )
+    }
+
+    fn build(
+        policy: Arc<OutboundPolicy>,
+        redirects: reqwest::redirect::Policy,
+        connect_timeout: Duration,
+    ) -> Client {
+        let builder = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .redirect(redirects)
+            .no_proxy()
+            .dns_resolver(Arc::new(outbound::FilteringResolver {
+                policy: policy.clone(),
+            }))
+            .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")));
+        // Building fails only on a broken TLS setup, which every call would hit anyway; the
+        // panic message names the missing crypto provider. The fallback keeps the policy's
+        // resolver out, so it refuses everything rather than connect unchecked.
+        let inner = builder.build().unwrap_or_else(|_| {
+            reqwest::Client::builder()
+                .no_proxy()
+                .dns_resolver(Arc::new(outbound::FilteringResolver {
+                    policy: Arc::new(OutboundPolicy::default()),
+                }))
+                .build()
+                .unwrap_or_default()
+        });
+        Client { inner, policy }
+    }
+
+    /// The policy its calls are held to.
+    pub fn policy(&self) -> &OutboundPolicy {
+        &self.policy
+    }
+
+    /// A request to `url`; send it with [`Client::execute`] (or [`send`]).
+    pub fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
+        self.inner.request(method, url)
+    }
+
+    /// A `GET` of `url`.
+    pub fn get(&self, url: Url) -> reqwest::RequestBuilder {
+        self.request(Method::GET, url)
+    }
+
+    /// A `POST` to `url`.
+    pub fn post(&self, url: Url) -> reqwest::RequestBuilder {
+        self.request(Method::POST, url)
+    }
+
+    /// Sends `request` on this client once its URL passes the policy (an IP literal is
+    /// checked here; a host name's addresses when it is resolved), and returns the response
+    /// (its body not yet read). The request is sent on this client whichever client built it, so the policy's
+    /// resolver is the one that resolves it.
+    pub async fn execute(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Failure> {
+        let (_, request) = request.build_split();
+        let request = request.map_err(|e| Failure::from_reqwest(&e))?;
+        self.policy
+            .check_url(request.url())
+            .map_err(Failure::Refused)?;
+        self.inner
+            .execute(request)
+            .await
+            .map_err(|e| Failure::from_reqwest(&e))
+    }
+}
+
+/// [`Client::new`]: the client of one runtime's actions.
+pub fn new_client(policy: OutboundPolicy) -> Client {
+    Client::new(policy)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +212,11 @@ impl CallError {
     /// response body, every value in `secrets` scrubbed from it.
     pub fn into_action_error(self, host: &str, secrets: &Secrets) -> ActionError {
         let verdict = classify(&self.failure);
-        let mut message = format!("{host} {}", self.failure);
+        // A refusal names the host or address it refused (a redirect's, perhaps), not `host`.
+        let mut message = match &self.failure {
+            Failure::Refused(refused) => refused.to_string(),
+            other => format!("{host} {other}"),
+        };
         if let Some(quote) = self
             .response
             .as_ref()
@@ -126,7 +234,8 @@ impl CallError {
     }
 }
 
-/// Sends `request` and reads the response within bounds.
+/// Sends `request` on `client` ([`Client::execute`]: refused destinations are never
+/// connected to) and reads the response within bounds.
 ///
 /// A status for which `accept` is true has its whole body read, failing with
 /// [`Failure::TooLarge`] as soon as it passes `limit` bytes (checked while streaming, so an
@@ -134,15 +243,13 @@ impl CallError {
 /// first [`ERROR_BODY_BYTES`] of its body. `quirks` sees every response first and may turn it
 /// into a [`Failure::Rejected`].
 pub async fn send(
+    client: &Client,
     request: reqwest::RequestBuilder,
     limit: usize,
     accept: impl Fn(StatusCode) -> bool,
     quirks: &dyn Quirks,
 ) -> Result<Response, CallError> {
-    let mut response = request
-        .send()
-        .await
-        .map_err(|e| CallError::new(Failure::from_reqwest(&e)))?;
+    let mut response = client.execute(request).await.map_err(CallError::new)?;
     let status = response.status();
     let headers = std::mem::take(response.headers_mut());
     let accepted = accept(status);

@@ -64,6 +64,48 @@ const CLIENT_HEADERS: [&str; 5] = [
     "upgrade",
 ];
 
+/// The JSON Schema of the inputs (the table above).
+pub fn input_schema() -> Value {
+    let scalars = json!({
+        "type": "object",
+        "additionalProperties": { "type": ["string", "number", "boolean"] }
+    });
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "HttpRequest",
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["url"],
+        "properties": {
+            "method": { "type": "string", "enum": ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"], "default": "GET" },
+            "url": { "type": "string", "format": "uri", "description": "absolute http or https URL" },
+            "headers": scalars,
+            "query": scalars,
+            "json": { "description": "body, serialized as JSON" },
+            "body": { "type": "string", "description": "body as is" },
+            "expect": { "type": "array", "items": { "type": "integer", "minimum": 100, "maximum": 599 }, "minItems": 1 },
+            "timeout_ms": { "type": "integer", "minimum": 1 },
+            "idempotency": { "type": "boolean", "description": "send the step's idempotency key as Idempotency-Key" }
+        }
+    })
+}
+
+/// The JSON Schema of the output.
+pub fn output_schema() -> Value {
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "HttpResponse",
+        "type": "object",
+        "required": ["status", "headers", "body"],
+        "properties": {
+            "status": { "type": "integer" },
+            "headers": { "type": "object", "additionalProperties": { "type": "string" } },
+            "body": { "description": "parsed JSON, text, base64 text or null" },
+            "body_base64": { "type": "boolean" }
+        }
+    })
+}
+
 /// Runs `http.request` with the step's rendered `with`.
 pub async fn execute(ctx: &ActionContext, input: &Value) -> Result<Value, ActionError> {
     let Input {
@@ -131,9 +173,27 @@ pub async fn execute(ctx: &ActionContext, input: &Value) -> Result<Value, Action
         Some(list) => list.contains(&status.as_u16()),
         None => status.is_success(),
     };
-    let response = super::send(request, ctx.max_response_bytes, accept, &NoQuirks)
-        .await
-        .map_err(|e| e.into_action_error(&host, &secrets))?;
+    if let Some(gate) = &ctx.gate {
+        gate.admit().await?;
+    }
+    let result = super::send(
+        &ctx.http,
+        request,
+        ctx.max_response_bytes,
+        accept,
+        &NoQuirks,
+    )
+    .await;
+    if let Some(gate) = &ctx.gate {
+        let response = match &result {
+            Ok(response) => Some(response),
+            Err(e) => e.response.as_ref(),
+        };
+        if let Some(response) = response {
+            gate.observe(response.status, &response.headers);
+        }
+    }
+    let response = result.map_err(|e| e.into_action_error(&host, &secrets))?;
     Ok(output(response))
 }
 

@@ -5,6 +5,7 @@
 
 mod approvals;
 mod audit;
+pub(crate) mod catalog;
 pub mod error;
 mod principals;
 
@@ -63,7 +64,13 @@ pub fn router(shared: Shared) -> Router {
         )
         .route("/v1/connections/{name}/credentials", put(rotate_connection))
         .route("/v1/connections/{name}/scopes", put(set_connection_scopes))
+        .route(
+            "/v1/connections/{name}/settings",
+            put(set_connection_settings),
+        )
         .route("/v1/connections/{name}/test", post(test_connection))
+        .route("/v1/connectors", get(catalog::list))
+        .route("/v1/connectors/{name}", get(catalog::show))
         .route("/v1/policy", get(get_policy).put(put_policy))
         .route("/v1/approvals", get(approvals::list))
         .route(
@@ -845,6 +852,8 @@ fn connection_details(row: &schemas::db::entities::connection::Model) -> Value {
         "connector": row.connector,
         "auth_type": row.auth_type,
         "scopes": row.scopes,
+        "base_url": row.base_url,
+        "rate_limit": row.rate_limit,
     })
 }
 
@@ -993,6 +1002,30 @@ async fn set_connection_scopes(
     Ok(Json(connection_json(&s, &row).await?))
 }
 
+async fn set_connection_settings(
+    State(s): State<Shared>,
+    Auth(caller, ..): Auth<Admin>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body?;
+    let settings: crate::connections::Settings = parse_secret_body(
+        &body,
+        "a JSON object `{\"base_url\"?: string | null, \"rate_limit\"?: {\"requests\", \"per_seconds\", \"burst\"?} | null}`",
+    )?;
+    let tx = s.db.begin().await?;
+    let row = crate::connections::set_settings(&tx, caller.workspace_id, &name, settings).await?;
+    record(
+        &tx,
+        &caller,
+        "connection.settings_changed",
+        connection_details(&row),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(connection_json(&s, &row).await?))
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct TestBody {
@@ -1078,6 +1111,7 @@ impl From<crate::oauth::OAuthError> for ApiError {
                 | TokenError::Rejected { .. }
                 | TokenError::Malformed(_)
                 | TokenError::BadUrl => ApiError::new(ApiErrorCode::InvalidInput, e.to_string()),
+                TokenError::Refused(_) => ApiError::new(ApiErrorCode::Forbidden, e.to_string()),
             },
             OAuthError::Db(db) => ApiError::from(db),
             other => ApiError::internal(other),

@@ -802,7 +802,10 @@ pub(crate) fn advance(work: &mut RunWork, writes: &mut Writes, now: DateTime<Utc
                     step_id: Set(step_id),
                     status: Set(ApprovalStatus::Pending),
                     approvers: Set(json!(gate.map(|g| g.approvers.clone()).unwrap_or_default())),
-                    input: Set(Some(crate::audit::recorded(&input))),
+                    input: Set(Some(crate::audit::recorded(&super::without_secret_fields(
+                        step.and_then(|s| s.action.as_deref()).unwrap_or_default(),
+                        &input,
+                    )))),
                     action: Set(step.and_then(|s| s.action.clone()).unwrap_or_default()),
                     requested_at: Set(now),
                     due_at: Set(due_at),

@@ -17,7 +17,7 @@ fn catalog() -> StaticCatalog {
     };
     StaticCatalog(vec![
         connector("http", false, &["request"]),
-        connector("slack", true, &["chat_post_message", "chat_update"]),
+        connector("slack", true, &["post_message", "chat_update"]),
         connector("sheets", true, &["append_row", "read_range"]),
     ])
 }
@@ -58,7 +58,7 @@ steps:
   - id: announce
     needs: [enrich]
     if: "{{ steps.enrich.output.status == 200 }}"
-    action: slack.chat_post_message
+    action: slack.post_message
     connection: slack-sales
     with: { channel: "#sales", text: "New lead {{ steps.enrich.output.body.name }}" }
   - id: record
@@ -152,14 +152,14 @@ fn transitive_upstream_references_are_allowed() {
 
 #[test]
 fn unknown_actions_and_connectors_get_suggestions() {
-    let text = "name: a\nsteps:\n  - id: one\n    action: slack.chat_post_mesage\n    connection: s\n  - id: two\n    action: slak.chat_post_message\n    connection: s\n  - id: three\n    action: nodot\n";
+    let text = "name: a\nsteps:\n  - id: one\n    action: slack.post_mesage\n    connection: s\n  - id: two\n    action: slak.post_message\n    connection: s\n  - id: three\n    action: nodot\n";
     let all = problems(text);
     assert_problem(
         &all,
         "steps[0].action",
         4,
         13,
-        "did you mean `slack.chat_post_message`?",
+        "did you mean `slack.post_message`?",
     );
     assert_problem(&all, "steps[1].action", 7, 13, "unknown connector `slak`");
     assert_problem(&all, "steps[2].action", 10, 13, "`connector.action`");
@@ -167,7 +167,7 @@ fn unknown_actions_and_connectors_get_suggestions() {
 
 #[test]
 fn actions_that_need_a_connection_say_so() {
-    let all = problems("name: a\nsteps:\n  - id: one\n    action: slack.chat_post_message\n");
+    let all = problems("name: a\nsteps:\n  - id: one\n    action: slack.post_message\n");
     assert_problem(&all, "steps[0].action", 4, 13, "needs a `connection`");
 }
 

@@ -17,6 +17,17 @@ use serde_json::{Value, json};
 use switchyard_tests::{Backend, NatsServer, TestDatabase, wait_until};
 use tokio::sync::{oneshot, watch};
 
+/// What the engines and workers of these tests may call besides public addresses: the fakes,
+/// which listen on 127.0.0.1 (the default outbound policy refuses loopback).
+pub const ALLOW_OUTBOUND: &str = "127.0.0.1";
+
+/// [`ALLOW_OUTBOUND`] as the policy in-process engines and workers are configured with.
+pub fn allow_outbound() -> connectors::http::OutboundPolicy {
+    ALLOW_OUTBOUND
+        .parse()
+        .unwrap_or_else(|e| panic!("{ALLOW_OUTBOUND}: {e}"))
+}
+
 /// The `switchyard` binary built next to this test binary.
 pub fn switchyard_bin() -> Result<std::path::PathBuf> {
     let exe = std::env::current_exe()?;
@@ -195,6 +206,7 @@ fn spawn_logged(args: &[&str], env: &[(&str, &str)]) -> Result<(tokio::process::
     let mut child = tokio::process::Command::new(switchyard_bin()?)
         .args(args)
         .env("RUST_LOG", "info")
+        .env("SWITCHYARD_ALLOW_OUTBOUND", ALLOW_OUTBOUND)
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -281,6 +293,7 @@ pub fn spawn_worker_process_with(
 pub fn spawn_worker_process(nats_url: &str, worker_id: &str) -> Result<tokio::process::Child> {
     tokio::process::Command::new(switchyard_bin()?)
         .args(["worker", "--nats-url", nats_url, "--worker-id", worker_id])
+        .args(["--allow-outbound", ALLOW_OUTBOUND])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -369,6 +382,7 @@ impl Stack {
             listen: "127.0.0.1:0".parse()?,
             schedule_tick: Duration::from_millis(200),
             keyring: Some(keyring.clone()),
+            allow_outbound: allow_outbound(),
             ..Default::default()
         };
         configure(&mut config);
@@ -389,6 +403,7 @@ impl Stack {
             stack.spawn_worker(workers::WorkerConfig {
                 nats_url: stack.nats.url(),
                 concurrency: 32,
+                allow_outbound: allow_outbound(),
                 ..Default::default()
             });
         }

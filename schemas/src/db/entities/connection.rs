@@ -38,6 +38,12 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
     /// Last time a worker used it.
     pub last_used_at: Option<DateTimeUtc>,
+    /// Base URL replacing the connector's default (a self-hosted edition, a Salesforce or
+    /// Jira site, a test fake); `None` for the default.
+    pub base_url: Option<String>,
+    /// Request budget replacing the connector's default, `{requests, per_seconds, burst}`;
+    /// `None` for the default.
+    pub rate_limit: Option<Json>,
 }
 
 /// Where a connection stands.
