@@ -213,8 +213,12 @@ async fn four_workers_share_one_connection_s_budget() -> Result<()> {
         m.requests,
         m.span
     );
+    // A one-second window over requests paced exactly at RATE holds RATE + 1 of them (one at
+    // each edge), and on a loaded machine one request sent late lands beside its successor: one
+    // more than the 10% is that jitter, not the fleet going over its budget. The two-second
+    // window and the whole run's rate above hold the budget to 10% without that allowance.
     assert!(
-        m.busiest_1s as f64 <= RATE as f64 * tolerance,
+        m.busiest_1s as f64 <= RATE as f64 * tolerance + 1.0,
         "{} requests in one second",
         m.busiest_1s
     );
