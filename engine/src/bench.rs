@@ -27,6 +27,12 @@ use sea_orm::DatabaseConnection;
 use serde_json::json;
 use uuid::Uuid;
 
+pub mod remote;
+pub mod soak;
+
+pub use remote::RemoteOptions;
+pub use soak::{SoakOptions, Watch};
+
 use crate::dev::NatsChild;
 use crate::service::{self, EngineConfig};
 use crate::store;
@@ -46,6 +52,10 @@ pub struct BenchOptions {
     pub workers: usize,
     /// Signed webhook deliveries for the accepted-per-second scenario.
     pub webhooks: usize,
+    /// Measure a running deployment instead of a stack started here.
+    pub remote: Option<RemoteOptions>,
+    /// Soak instead of the scenarios.
+    pub soak: Option<SoakOptions>,
 }
 
 /// Why the benchmark could not run.
@@ -74,22 +84,76 @@ pub struct Row {
     pub target: String,
 }
 
-/// Runs the scenarios and returns the table's rows.
+/// Runs what `options` asks for and returns the table's rows: the scenarios or a soak, on a
+/// stack started here or against a running deployment.
 pub async fn run(options: BenchOptions) -> Result<Vec<Row>, BenchError> {
-    let dir = tempdir()?;
-    let nats = NatsChild::start(&dir).await.map_err(setup)?;
-    let database_url = options
-        .database_url
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", dir.join("bench.db").display()));
-    let arrivals: Arrivals = Arc::default();
-    let noop = start_noop(arrivals.clone()).await.map_err(setup)?;
-    let keyring = Arc::new(bench_keyring()?);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-    let mut rx = stop_rx.clone();
-    let engine = tokio::spawn(service::run(
-        EngineConfig {
+    match (&options.remote, &options.soak) {
+        (Some(remote), None) => remote::scenarios(remote, &options).await,
+        (Some(remote), Some(soak)) => {
+            let target = remote::Target::connect(remote).await?;
+            soak::run(&target, soak, &soak.watch).await
+        }
+        (None, soak) => {
+            let local = Local::start(&options).await?;
+            let rows = match soak {
+                None => scenarios(&local, &options).await,
+                Some(soak) => {
+                    // This process holds the engine and the workers; nats-server is a child.
+                    let mut watch = vec![soak::Watch {
+                        name: "switchyard (engine and workers)".into(),
+                        pid: std::process::id(),
+                    }];
+                    if let Some(pid) = local.nats.pid() {
+                        watch.push(soak::Watch {
+                            name: "nats-server".into(),
+                            pid,
+                        });
+                    }
+                    watch.extend(soak.watch.iter().cloned());
+                    let target = remote::Target {
+                        api: local.api.clone(),
+                        noop_url: format!("http://{}/noop", local.noop),
+                    };
+                    soak::run(&target, soak, &watch).await
+                }
+            };
+            local.stop().await;
+            rows
+        }
+    }
+}
+
+/// The stack the local scenarios run on: a nats-server child, an engine and workers in this
+/// process, and a no-op HTTP endpoint.
+struct Local {
+    dir: PathBuf,
+    nats: NatsChild,
+    engine: tokio::task::JoinHandle<()>,
+    stop_tx: tokio::sync::watch::Sender<bool>,
+    api_addr: SocketAddr,
+    /// The engine's API with an admin's token.
+    api: crate::client::Client,
+    db: DatabaseConnection,
+    keyring: Arc<crate::vault::Keyring>,
+    noop: SocketAddr,
+    arrivals: Arrivals,
+}
+
+impl Local {
+    async fn start(options: &BenchOptions) -> Result<Local, BenchError> {
+        let dir = tempdir()?;
+        let nats = NatsChild::start(&dir).await.map_err(setup)?;
+        let database_url = options
+            .database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", dir.join("bench.db").display()));
+        let arrivals: Arrivals = Arc::default();
+        let noop = start_noop(arrivals.clone()).await.map_err(setup)?;
+        let keyring = Arc::new(bench_keyring()?);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+        let mut rx = stop_rx.clone();
+        let config = EngineConfig {
             nats_url: nats.url.clone(),
             database_url: database_url.clone(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -97,40 +161,77 @@ pub async fn run(options: BenchOptions) -> Result<Vec<Row>, BenchError> {
             keyring: Some(keyring.clone()),
             webhook_workspace_rate: None,
             ..Default::default()
-        },
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        },
-        Some(bound_tx),
-    ));
-    let api_addr = bound_rx
-        .await
-        .map_err(|_| BenchError::Setup("engine did not start".into()))?;
-    // Runs are started through the API, as a client would, so the relay is woken the same way.
-    let api = crate::client::Client::new(&format!("http://{api_addr}"));
-    for i in 0..options.workers {
-        let mut rx = stop_rx.clone();
-        let config = workers::WorkerConfig {
-            nats_url: nats.url.clone(),
-            worker_id: format!("bench-{i}"),
-            concurrency: 64,
-            // The no-op endpoint listens on loopback.
-            allow_outbound: connectors::http::OutboundPolicy::loopback(),
-            ..Default::default()
         };
-        tokio::spawn(async move {
-            let _ = workers::run(config, async move {
+        let engine = tokio::spawn(async move {
+            let stopped = async move {
                 let _ = rx.wait_for(|s| *s).await;
-            })
-            .await;
+            };
+            if let Err(e) = service::run(config, stopped, Some(bound_tx)).await {
+                tracing::error!(error = %e, "the benchmark's engine stopped");
+            }
         });
+        let api_addr = bound_rx
+            .await
+            .map_err(|_| BenchError::Setup("engine did not start".into()))?;
+        for i in 0..options.workers {
+            let mut rx = stop_rx.clone();
+            let config = workers::WorkerConfig {
+                nats_url: nats.url.clone(),
+                worker_id: format!("bench-{i}"),
+                concurrency: 64,
+                // The no-op endpoint listens on loopback.
+                allow_outbound: connectors::http::OutboundPolicy::loopback(),
+                ..Default::default()
+            };
+            tokio::spawn(async move {
+                let _ = workers::run(config, async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await;
+            });
+        }
+        let db = service::connect_db(&database_url).await.map_err(setup)?;
+        // Runs are started through the API as a client would (so the relay is woken the same
+        // way), with an admin's token.
+        let (_, issued) = crate::auth::bootstrap(&db, "default", "bench")
+            .await
+            .map_err(setup)?;
+        let api = crate::client::Client::new(&format!("http://{api_addr}"))
+            .with_token(Some(issued.token.to_string()));
+        Ok(Local {
+            dir,
+            nats,
+            engine,
+            stop_tx,
+            api_addr,
+            api,
+            db,
+            keyring,
+            noop,
+            arrivals,
+        })
     }
-    let db = service::connect_db(&database_url).await.map_err(setup)?;
-    // Runs are started through the API as a client would, with an operator's token.
-    let (_, issued) = crate::auth::bootstrap(&db, "default", "bench")
-        .await
-        .map_err(setup)?;
-    let api = api.with_token(Some(issued.token.to_string()));
+
+    async fn stop(self) {
+        let _ = self.stop_tx.send(true);
+        let _ = self.engine.await;
+        self.nats.stop().await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The scenarios on the local stack.
+async fn scenarios(local: &Local, options: &BenchOptions) -> Result<Vec<Row>, BenchError> {
+    let Local {
+        db,
+        api,
+        api_addr,
+        keyring,
+        noop,
+        arrivals,
+        ..
+    } = local;
+    let (db, api, noop) = (db, api, *noop);
     let ws = store::default_workspace();
     let url = format!("http://{noop}/noop");
 
@@ -152,23 +253,23 @@ pub async fn run(options: BenchOptions) -> Result<Vec<Row>, BenchError> {
 
     // 1. Per-step overhead.
     let chain = chain_definition("bench-chain", 10, &url);
-    apply(&db, &chain).await?;
+    apply(db, &chain).await?;
     let hooks = Hooks {
         api: format!("http://{api_addr}"),
         http: reqwest::Client::new(),
         noop,
-        arrivals,
+        arrivals: arrivals.clone(),
     };
-    prepare_webhooks(&db, &keyring, &hooks).await?;
+    prepare_webhooks(db, keyring, &hooks).await?;
     let mut gaps = Vec::new();
     // Warm up connections and caches.
-    let warm = start(&api, "bench-chain", json!({})).await?;
-    wait_done(&db, &[warm]).await?;
+    let warm = start(api, "bench-chain", json!({})).await?;
+    wait_done(db, &[warm]).await?;
     for _ in 0..options.chains {
         let started = Instant::now();
-        let run = start(&api, "bench-chain", json!({})).await?;
-        wait_done(&db, &[run]).await?;
-        let (r, steps, _) = store::get_run(&db, ws, run)
+        let run = start(api, "bench-chain", json!({})).await?;
+        wait_done(db, &[run]).await?;
+        let (r, steps, _) = store::get_run(db, ws, run)
             .await
             .map_err(setup)?
             .ok_or_else(|| BenchError::Run("run vanished".into()))?;
@@ -195,13 +296,13 @@ pub async fn run(options: BenchOptions) -> Result<Vec<Row>, BenchError> {
     // 2. Sustained throughput: many chains in flight, started by several clients at once.
     let started = Instant::now();
     let ids: Vec<Uuid> = futures::stream::iter(0..options.runs)
-        .map(|_| start(&api, "bench-chain", json!({})))
+        .map(|_| start(api, "bench-chain", json!({})))
         .buffer_unordered(8)
         .collect::<Vec<_>>()
         .await
         .into_iter()
         .collect::<Result<_, _>>()?;
-    wait_done(&db, &ids).await?;
+    wait_done(db, &ids).await?;
     let elapsed = started.elapsed();
     let steps = options.runs * 10;
     rows.push(Row {
@@ -217,20 +318,20 @@ pub async fn run(options: BenchOptions) -> Result<Vec<Row>, BenchError> {
             "sustained: {} runs × 10 steps, middle 80% of steps",
             options.runs
         ),
-        value: format!("{:.0} steps/s", steady_rate(&db, &ids).await?),
+        value: format!("{:.0} steps/s", steady_rate(db, &ids).await?),
         target: "≥ 1,500 steps/s".into(),
     });
 
     // 3. Fan-out and join.
     apply(
-        &db,
+        db,
         &format!("name: bench-fan\nsteps:\n  - {{ id: each, for_each: \"{{{{ inputs.items }}}}\", max_parallel: 1000, action: http.request, with: {{ url: \"{url}\" }} }}\n"),
     )
     .await?;
     let items: Vec<usize> = (0..options.items).collect();
     let started = Instant::now();
-    let run = start(&api, "bench-fan", json!({ "items": items })).await?;
-    wait_done(&db, &[run]).await?;
+    let run = start(api, "bench-fan", json!({ "items": items })).await?;
+    wait_done(db, &[run]).await?;
     rows.push(Row {
         name: format!("{}-item for_each, start to join", options.items),
         value: ms(started.elapsed()),
@@ -238,12 +339,7 @@ pub async fn run(options: BenchOptions) -> Result<Vec<Row>, BenchError> {
     });
 
     // 4 and 5. Webhooks.
-    rows.extend(webhooks(&db, &api, &hooks, &options).await?);
-
-    let _ = stop_tx.send(true);
-    let _ = engine.await;
-    nats.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    rows.extend(webhooks(db, api, &hooks, options).await?);
     Ok(rows)
 }
 
@@ -357,6 +453,11 @@ async fn wait_done(db: &DatabaseConnection, ids: &[Uuid]) -> Result<(), BenchErr
 type Arrivals = Arc<Mutex<HashMap<u64, Instant>>>;
 
 async fn start_noop(arrivals: Arrivals) -> std::io::Result<SocketAddr> {
+    start_noop_on(SocketAddr::from(([127, 0, 0, 1], 0)), arrivals).await
+}
+
+/// Serves the no-op endpoint (and the webhook scenarios' `/hook/{i}`) on `addr`.
+async fn start_noop_on(addr: SocketAddr, arrivals: Arrivals) -> std::io::Result<SocketAddr> {
     let app = axum::Router::new()
         .route(
             "/noop",
@@ -374,7 +475,7 @@ async fn start_noop(arrivals: Arrivals) -> std::io::Result<SocketAddr> {
                 }
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;

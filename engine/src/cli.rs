@@ -196,8 +196,10 @@ pub enum Command {
         #[arg(long, env = "SWITCHYARD_ALLOW_OUTBOUND", value_name = "LIST")]
         allow_outbound: Option<connectors::http::OutboundPolicy>,
     },
-    /// Measure the engine on this machine (nats-server, engine, workers and a no-op HTTP
-    /// endpoint, all local) and print a table.
+    /// Measure the engine and print a table: on this machine (nats-server, engine, workers
+    /// and a no-op HTTP endpoint, all local), or against a running deployment with
+    /// `--engine-url`; with `--soak`, a fixed arrival rate for a bounded time, following the
+    /// memory of each process.
     Bench {
         /// Database to use (e.g. a PostgreSQL with durable commits); a temporary SQLite file
         /// when absent.
@@ -218,6 +220,38 @@ pub enum Command {
         /// Signed webhook deliveries for the accepted-per-second measure.
         #[arg(long, default_value_t = 5000)]
         webhooks: usize,
+        /// Measure the deployment whose engine API is here (e.g. one started by
+        /// `deploy/local/cluster.sh`) instead of starting one. Its workers must reach
+        /// `--noop-url`. The webhook scenarios are local only.
+        #[arg(long, value_name = "URL")]
+        engine_url: Option<String>,
+        /// A token of an author or admin on that engine.
+        #[arg(
+            long,
+            env = "SWITCHYARD_TOKEN",
+            hide_env_values = true,
+            requires = "engine_url"
+        )]
+        engine_token: Option<String>,
+        /// Where the no-op endpoint the steps call listens, with `--engine-url`.
+        #[arg(long, default_value = "127.0.0.1:0", requires = "engine_url")]
+        noop_listen: std::net::SocketAddr,
+        /// How the deployment's workers reach the no-op endpoint, when not at `--noop-listen`.
+        #[arg(long, value_name = "URL", requires = "engine_url")]
+        noop_url: Option<String>,
+        /// Soak for this long (e.g. `10m`) at `--rate` runs a second instead of the scenarios.
+        #[arg(long, value_name = "DURATION")]
+        soak: Option<schemas::duration::Duration>,
+        /// Runs started per second during the soak.
+        #[arg(long, default_value_t = 20.0, requires = "soak")]
+        rate: f64,
+        /// Steps of each soak run (a chain of no-op calls).
+        #[arg(long, default_value_t = 3, requires = "soak")]
+        soak_steps: usize,
+        /// A process whose memory the soak follows, as NAME=PID; repeatable. Without
+        /// `--engine-url` the benchmark's own process and its nats-server are followed too.
+        #[arg(long, value_name = "NAME=PID", requires = "soak")]
+        watch: Vec<crate::bench::Watch>,
     },
     /// Store a workflow definition on the engine.
     Apply {
@@ -606,8 +640,25 @@ fn async_main(command: Command) -> ExitCode {
                     }
                 }
             }
-            Command::Bench { database_url, chains, runs, items, workers, webhooks } => {
-                let options = crate::bench::BenchOptions { database_url, chains, runs, items, workers, webhooks };
+            Command::Bench {
+                database_url, chains, runs, items, workers, webhooks, engine_url, engine_token,
+                noop_listen, noop_url, soak, rate, soak_steps, watch,
+            } => {
+                let remote = engine_url.map(|engine_url| crate::bench::RemoteOptions {
+                    engine_url,
+                    token: engine_token,
+                    noop_listen,
+                    noop_url,
+                });
+                let soak = soak.map(|d| crate::bench::SoakOptions {
+                    duration: d.0,
+                    rate,
+                    steps: soak_steps,
+                    watch,
+                });
+                let options = crate::bench::BenchOptions {
+                    database_url, chains, runs, items, workers, webhooks, remote, soak,
+                };
                 match crate::bench::run(options).await {
                     Ok(rows) => {
                         print!("{}", crate::bench::table(&rows));

@@ -193,6 +193,11 @@ impl NatsChild {
         }
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Stops the server, letting it flush its store.
     pub async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
