@@ -158,6 +158,8 @@ pub async fn run(
     let permits = Arc::new(tokio::sync::Semaphore::new(256));
     let mut starts = tokio::task::JoinSet::new();
     let mut offered = 0u64;
+    let mut start_errors = 0u64;
+    let mut first_error = None;
     while started.elapsed() < options.duration {
         tick.tick().await;
         let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -169,15 +171,15 @@ pub async fn run(
             start(&api, &workflow, json!({})).await
         });
         offered += 1;
+        // Collect finished starts as they come: a finished task not yet joined keeps its
+        // whole allocation, which in a long soak would be this process's memory growing.
+        while let Some(joined) = starts.try_join_next() {
+            tally(joined, &mut start_errors, &mut first_error);
+        }
     }
     let arrivals_took = started.elapsed();
-    let mut start_errors = 0u64;
-    let mut first_error = None;
     while let Some(joined) = starts.join_next().await {
-        if let Ok(Err(e)) | Err(e) = joined.map_err(|e| BenchError::Run(e.to_string())) {
-            start_errors += 1;
-            first_error.get_or_insert(e.to_string());
-        }
+        tally(joined, &mut start_errors, &mut first_error);
     }
     remote::wait_workflow(api, &workflow, Duration::from_secs(600)).await?;
     let drained = started.elapsed();
@@ -242,6 +244,21 @@ pub async fn run(
         });
     }
     Ok(rows)
+}
+
+/// Counts a start that failed, keeping the first reason.
+fn tally(
+    joined: Result<Result<uuid::Uuid, BenchError>, tokio::task::JoinError>,
+    errors: &mut u64,
+    first: &mut Option<String>,
+) {
+    let failure = match joined {
+        Ok(Ok(_)) => return,
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => e.to_string(),
+    };
+    *errors += 1;
+    first.get_or_insert(failure);
 }
 
 #[cfg(test)]
