@@ -255,8 +255,12 @@ impl Importer<'_> {
                 continue;
             };
             let shared = item.get("parameters").cloned().unwrap_or(Value::Null);
-            for method in METHODS {
-                let Some(op) = item.get(method) else { continue };
+            // In the document's order, as its authors grouped them.
+            for (method, op) in item {
+                let method = method.as_str();
+                if !METHODS.contains(&method) {
+                    continue;
+                }
                 let at = format!("paths.{path}.{method}");
                 if method == "trace" {
                     self.warn(at, "TRACE operations are not imported");
