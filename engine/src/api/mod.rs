@@ -916,8 +916,9 @@ async fn create_connection(
         &body,
         "a JSON object `{\"name\", \"connector\", \"auth\": {\"type\", …}, \"scopes\"?}`",
     )?;
-    let tx = s.db.begin().await?;
+    // Read before the transaction: SQLite's pool has one connection, which it holds.
     let registry = registry_of(&s, caller.workspace_id).await?;
+    let tx = s.db.begin().await?;
     let row = crate::connections::create(
         &tx,
         s.keyring.as_deref(),
@@ -976,8 +977,9 @@ async fn rotate_connection(
 ) -> Result<Json<Value>, ApiError> {
     let body = body?;
     let rotate: RotateBody = parse_secret_body(&body, "a JSON object `{\"auth\": {\"type\", …}}`")?;
-    let tx = s.db.begin().await?;
+    // Read before the transaction: SQLite's pool has one connection, which it holds.
     let registry = registry_of(&s, caller.workspace_id).await?;
+    let tx = s.db.begin().await?;
     let row = crate::connections::rotate(
         &tx,
         s.keyring.as_deref(),
