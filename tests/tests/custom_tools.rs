@@ -433,3 +433,65 @@ async fn a_tool_defined_by_hand_is_created_replaced_and_listed() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_destructive_custom_action_waits_for_approval() -> Result<()> {
+    let fake = MockServer::start().await;
+    Mock::given(method("DELETE"))
+        .and(path("/notes/n1"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&fake)
+        .await;
+    let stack = Stack::start(Backend::Sqlite).await?;
+    let tool = json!({
+        "name": "notes",
+        "base_url": fake.uri(),
+        "auth": [{ "type": "none" }],
+        "actions": [{ "name": "delete_note", "method": "DELETE", "path": "/notes/{id}",
+                      "parameters": [{ "name": "id", "in": "path" }] }]
+    });
+    let (status, body) = send(
+        &stack.http,
+        &stack,
+        Method::POST,
+        "/v1/tools/custom",
+        Some(tool),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    stack
+        .apply(
+            "name: tidy\nsteps:\n  - { id: drop, action: notes.delete_note, with: { id: n1 } }\n",
+        )
+        .await?;
+    let (_, run) = stack.start_run("tidy", json!({}), None).await?;
+    switchyard_tests::wait_until(
+        || async {
+            let r = stack.run(&run).await?;
+            Ok::<bool, anyhow::Error>(common::step(&r, "drop")["status"] == "waiting_approval")
+        },
+        WAIT,
+    )
+    .await
+    .context("the destructive step waits at a gate")?;
+    assert!(
+        fake.received_requests()
+            .await
+            .unwrap_or_default()
+            .is_empty(),
+        "nothing is sent before the approval"
+    );
+    let r = stack
+        .http
+        .post(format!("{}/v1/runs/{run}/steps/drop/approve", stack.api))
+        .json(&json!({}))
+        .send()
+        .await?;
+    ensure!(r.status().is_success(), "approve: {}", r.status());
+    let finished = stack.finished(&run, WAIT).await?;
+    assert_eq!(finished["status"], "succeeded", "{finished:#}");
+    assert_eq!(common::step(&finished, "drop")["output"]["status"], 204);
+    fake.verify().await;
+    Ok(())
+}
