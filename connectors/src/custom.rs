@@ -454,6 +454,17 @@ pub async fn execute(
     action: &str,
     input: Value,
 ) -> Result<Value, ActionError> {
+    if tool.find_action(action).is_none() {
+        // Removed from the tool since the workflow was applied.
+        return Err(ActionError::new(
+            ErrorCode::InvalidInput,
+            format!(
+                "custom tool `{}` has no action `{}` (it may have been replaced since the workflow was applied)",
+                tool.name.escape_debug(),
+                action.escape_debug()
+            ),
+        ));
+    }
     let connector = CustomConnector::new(tool.clone(), &[]).map_err(|problems| {
         ActionError::new(
             ErrorCode::InvalidInput,

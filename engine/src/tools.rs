@@ -63,10 +63,18 @@ impl WorkspaceTools {
         }
     }
 
-    /// The definition of the tool a `connector.action` belongs to, when it is a custom tool.
-    pub fn tool_of(&self, action: &str) -> Option<Arc<CustomTool>> {
-        let connector = action.split_once('.').map_or(action, |(c, _)| c);
-        self.definitions.get(connector).cloned()
+    /// What a step message carries for `connector.action` when it is a custom tool's: the
+    /// tool's definition with that one action, so a message stays small however many actions
+    /// the tool has (NATS refuses messages over its `max_payload`, 1 MiB by default).
+    pub fn tool_for(&self, action: &str) -> Option<CustomTool> {
+        let (connector, name) = action.split_once('.')?;
+        let tool = self.definitions.get(connector)?;
+        let mut one = CustomTool {
+            actions: Vec::new(),
+            ..(**tool).clone()
+        };
+        one.actions.extend(tool.find_action(name).cloned());
+        Some(one)
     }
 
     /// `tool.action` of every destructive custom action: they wait for approval as
@@ -281,5 +289,53 @@ impl From<ToolError> for crate::store::StoreError {
             ToolError::Db(e) => crate::store::StoreError::Db(e),
             other => crate::store::StoreError::InvalidInput(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workspace() -> WorkspaceTools {
+        let tool: CustomTool = serde_json::from_value(serde_json::json!({
+            "name": "notes",
+            "base_url": "https://notes.example.com",
+            "auth": [{ "type": "bearer" }],
+            "actions": [
+                { "name": "get_note", "method": "GET", "path": "/notes/{id}",
+                  "parameters": [{ "name": "id", "in": "path" }] },
+                { "name": "drop_note", "method": "DELETE", "path": "/notes/{id}",
+                  "parameters": [{ "name": "id", "in": "path" }] }
+            ]
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let connector = CustomConnector::new(tool.clone(), &[]).unwrap_or_else(|p| panic!("{p:?}"));
+        WorkspaceTools {
+            registry: Registry::with(vec![Arc::new(connector)]),
+            definitions: HashMap::from([(tool.name.clone(), Arc::new(tool))]),
+        }
+    }
+
+    #[test]
+    fn a_step_message_carries_only_the_action_it_calls() {
+        let ws = workspace();
+        let one = ws.tool_for("notes.get_note").expect("a custom tool");
+        assert_eq!(one.actions.len(), 1);
+        assert_eq!(one.actions[0].name, "get_note");
+        assert!(ws.tool_for("slack.post_message").is_none());
+        assert!(ws.tool_for("notes").is_none());
+        assert!(ws.registry.get("notes").is_some() && ws.registry.get("slack").is_some());
+    }
+
+    #[test]
+    fn destructive_custom_actions_are_gated() {
+        assert_eq!(workspace().destructive_actions(), ["notes.drop_note"]);
+    }
+
+    #[test]
+    fn built_in_names_are_refused() {
+        let mut tool = (*workspace().definitions["notes"]).clone();
+        tool.name = "github".into();
+        assert_eq!(check(&tool)[0].path, "name");
     }
 }

@@ -953,7 +953,7 @@ pub(crate) fn dispatch(
     let run = &work.run;
     let connection_id = work.connection_of(step);
     let action = step.action.clone().unwrap_or_default();
-    let tool = work.tools.tool_of(&action).map(|t| Box::new((*t).clone()));
+    let tool = work.tools.tool_for(&action).map(Box::new);
     let timeout = step.timeout.map_or(DEFAULT_STEP_TIMEOUT, |t| t.get());
     let item_index = u32::try_from(row.item_index).ok();
     let message = StepMessage {
