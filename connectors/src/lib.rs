@@ -10,6 +10,9 @@
 //!   [`sdk::Call`] its actions send requests through (base URL, credential, fleet-wide
 //!   budget, trace header, caps, classification).
 //! - [`catalog`]: the built-in connectors, one module each.
+//! - [`custom`]: custom tools, a connector built from a `schemas::tool::CustomTool`
+//!   definition (a REST API registered without code); [`openapi`] imports OpenAPI 3.0 and
+//!   3.1 documents into that definition.
 //! - [`action`]: the [`ActionContext`] an action runs in, and [`execute`].
 //! - [`http`]: the shared HTTP client, failure classification and rate-limit headers.
 //! - [`error`]: [`ActionError`], with a stable code from `schemas::envelope::ErrorCode`.
@@ -26,10 +29,12 @@
 pub mod action;
 pub mod catalog;
 pub mod credential;
+pub mod custom;
 pub mod error;
 pub mod http;
 pub mod manifest;
 pub mod oauth;
+pub mod openapi;
 pub mod redact;
 pub mod registry;
 pub mod sdk;

@@ -193,7 +193,10 @@ pub fn markdown(registry: &Registry) -> String {
          run's `traceparent`, a response size cap and one failure classification (`408`, `429`\n\
          and `5xx` but `501` are retried, with the provider's `Retry-After` or rate-limit reset).\n\
          Inputs marked * are required. Paging actions take `limit` and `cursor` and return\n\
-         `{items, next_cursor}`.\n",
+         `{items, next_cursor}`.\n\n\
+         This page lists the built-ins. A workspace may add its own REST APIs as custom tools,\n\
+         by hand or imported from an OpenAPI document ([custom-tools.md](custom-tools.md)); they\n\
+         use the same HTTP layer and appear in `GET /v1/connectors` marked `\"custom\": true`.\n",
     );
     for category in Category::ALL {
         let manifests: Vec<&Manifest> = registry

@@ -503,6 +503,7 @@ pub async fn test(
     db: &DatabaseConnection,
     keyring: Option<&Keyring>,
     http: &connectors::http::Client,
+    registry: &Registry,
     workspace_id: Uuid,
     name: &str,
     probe: Option<reqwest::Url>,
@@ -616,10 +617,7 @@ pub async fn test(
                 .and_then(|u| reqwest::Url::parse(u).ok()),
             gate: None,
         };
-        match connectors::Registry::builtin()
-            .health(&ctx, &row.connector)
-            .await
-        {
+        match registry.health(&ctx, &row.connector).await {
             Ok(()) => check(
                 "health",
                 true,

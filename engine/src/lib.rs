@@ -13,6 +13,8 @@
 //! - [`approvals`]: approval gates: who may decide, one decision per gate, timeouts.
 //! - [`audit`]: the hash-chained ledger of every integration call and administrative change.
 //! - [`auth`]: principals, bearer tokens and the role each API route needs.
+//! - [`tools`]: custom tools (REST APIs registered without code, or imported from OpenAPI)
+//!   and each workspace's connector registry, cached per engine.
 //! - [`connections`]: accounts on external systems; credentials sealed, resolved by workers.
 //! - [`oauth`]: the OAuth 2.0 authorization code flow with PKCE (`/v1/oauth/…`) that makes
 //!   an `oauth2_code` connection active; workers refresh its tokens.
@@ -49,6 +51,7 @@ pub mod secrets;
 pub mod service;
 pub mod starter;
 pub mod store;
+pub mod tools;
 pub mod topology;
 pub mod triggers;
 

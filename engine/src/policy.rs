@@ -166,14 +166,16 @@ pub async fn get<C: ConnectionTrait>(db: &C, workspace_id: Uuid) -> Result<Polic
         .map_err(|e| PolicyError::Invalid(format!("the stored policy is unreadable: {e}")))
 }
 
-/// Replaces the workspace's policy.
+/// Replaces the workspace's policy, checking its names against `registry` (the workspace's
+/// connectors, custom tools included).
 pub async fn put<C: ConnectionTrait>(
     db: &C,
+    registry: &connectors::Registry,
     workspace_id: Uuid,
     policy: &Policy,
     by: &str,
 ) -> Result<(), PolicyError> {
-    policy.check(&connectors::Registry::builtin())?;
+    policy.check(registry)?;
     let document = serde_json::to_value(policy).unwrap_or(Value::Null);
     policy::Entity::insert(policy::ActiveModel {
         workspace_id: Set(workspace_id),

@@ -761,16 +761,7 @@ pub async fn tick(
                 m.due_at = Some(work::lost_after(Some(step), now));
             });
             if let Some(row) = work.row(&stale.step_id, stale.item_index) {
-                let connection = work.connection_of(step);
-                work::dispatch(
-                    &mut writes,
-                    &work.run,
-                    &workflow,
-                    step,
-                    row,
-                    connection,
-                    now,
-                );
+                work::dispatch(&mut writes, work, &workflow, step, row, now);
             }
         }
         changed.insert(stale.run_id);

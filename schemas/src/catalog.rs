@@ -4,7 +4,9 @@
 //! `schemas` can check `connector.action` names while dependencies still point one way.
 
 /// How risky an action is; destructive actions can be put behind approvals.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SideEffect {
     /// Only reads.

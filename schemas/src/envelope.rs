@@ -110,6 +110,11 @@ pub struct StepMessage {
     pub idempotency_key: String,
     /// When the engine dispatched it.
     pub dispatched_at: DateTime<Utc>,
+    /// The definition of the custom tool `action` belongs to, when it is not a built-in
+    /// connector: workers build the connector from it and never read tool definitions from
+    /// the database. A definition holds no secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<Box<crate::tool::CustomTool>>,
 }
 
 impl StepMessage {
@@ -244,6 +249,7 @@ mod tests {
             timeout_ms: 30_000,
             idempotency_key: format!("{run}.enrich"),
             dispatched_at: Utc::now(),
+            tool: None,
         };
         let text = serde_json::to_string(&msg).unwrap();
         assert_eq!(serde_json::from_str::<StepMessage>(&text).unwrap(), msg);

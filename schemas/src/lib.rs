@@ -13,6 +13,8 @@
 //! - [`duration`] parses the `30s` / `1m` / `24h` durations used throughout definitions.
 //! - [`envelope`] holds the versioned messages exchanged over NATS (step, result, event).
 //! - [`db`] holds the database entities and migrations (declarations; the engine runs them).
+//! - [`tool`] is the custom tool format: a REST API registered as a connector without code,
+//!   and its checks.
 //! - [`transport`] names the NATS streams, subjects, consumers and headers.
 //!
 //! Data flows one way: text → [`source::Document`] → typed [`definition::Workflow`] →
@@ -26,5 +28,6 @@ pub mod envelope;
 pub mod expr;
 pub mod json_schema;
 pub mod source;
+pub mod tool;
 pub mod transport;
 pub mod validate;

@@ -203,6 +203,8 @@ async fn every_route_needs_a_token_and_its_role() -> Result<()> {
         (call(Method::GET, "/v1/secrets", Body::None), "viewer"),
         (call(Method::GET, "/v1/policy", Body::None), "viewer"),
         (call(Method::GET, "/v1/approvals", Body::None), "viewer"),
+        (call(Method::GET, "/v1/connectors", Body::None), "viewer"),
+        (call(Method::GET, "/v1/tools/custom", Body::None), "viewer"),
         (
             call(Method::POST, "/v1/workflows/w/runs", Body::None),
             "operator",
@@ -270,6 +272,30 @@ async fn every_route_needs_a_token_and_its_role() -> Result<()> {
         (
             call(
                 Method::POST,
+                "/v1/tools/custom",
+                Body::Json(json!({
+                    "name": "notes", "base_url": "https://notes.example.com",
+                    "auth": [{ "type": "bearer" }],
+                    "actions": [{ "name": "list_notes", "method": "GET", "path": "/notes" }]
+                })),
+            ),
+            "admin",
+        ),
+        (
+            call(
+                Method::POST,
+                "/v1/tools/import-openapi?dry_run=true",
+                Body::Json(json!({ "document": {
+                    "openapi": "3.1.0", "info": { "title": "Tiny" },
+                    "servers": [{ "url": "https://tiny.example.com" }],
+                    "paths": { "/ping": { "get": { "operationId": "ping" } } }
+                } })),
+            ),
+            "admin",
+        ),
+        (
+            call(
+                Method::POST,
                 "/v1/connections",
                 Body::Json(
                     json!({ "name": "crm2", "connector": "http", "auth": { "type": "bearer", "token": "t1" } }),
@@ -311,6 +337,10 @@ async fn every_route_needs_a_token_and_its_role() -> Result<()> {
         ),
         (
             call(Method::DELETE, "/v1/principals/new-one", Body::None),
+            "admin",
+        ),
+        (
+            call(Method::DELETE, "/v1/tools/custom/notes", Body::None),
             "admin",
         ),
     ];

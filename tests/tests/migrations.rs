@@ -26,7 +26,7 @@ use switchyard_tests::{TestDatabase, for_each_backend};
 use uuid::Uuid;
 
 /// Every index the migrations name, by table.
-const INDEXES: [(&str, &str); 19] = [
+const INDEXES: [(&str, &str); 20] = [
     ("workflow_versions", "ux_workflow_versions_name_version"),
     ("runs", "ux_runs_idempotency"),
     ("runs", "ix_runs_status"),
@@ -46,10 +46,11 @@ const INDEXES: [(&str, &str); 19] = [
     ("approvals", "ux_approvals_step"),
     ("approvals", "ix_approvals_pending"),
     ("oauth_states", "ix_oauth_states_expires"),
+    ("custom_tools", "ux_custom_tools_name"),
 ];
 
 /// Every migration, in order.
-const MIGRATIONS: [&str; 8] = [
+const MIGRATIONS: [&str; 9] = [
     "m20261125_000001_initial",
     "m20261125_000002_triggers",
     "m20261125_000003_connections",
@@ -58,6 +59,7 @@ const MIGRATIONS: [&str; 8] = [
     "m20261201_000006_oauth",
     "m20261201_000007_approvals",
     "m20261202_000008_connection_settings",
+    "m20261202_000009_custom_tools",
 ];
 
 /// Now, to the microsecond: PostgreSQL keeps no finer, so a value with nanoseconds would not
@@ -529,6 +531,7 @@ async fn rolling_back_then_migrating_again_gives_an_empty_schema() -> Result<()>
             "approvals",
             "policies",
             "oauth_states",
+            "custom_tools",
         ] {
             ensure!(
                 !manager.has_table(table).await?,

@@ -254,6 +254,7 @@ impl Rig {
             timeout_ms: 15_000,
             idempotency_key: format!("{run}.call"),
             dispatched_at: Utc::now(),
+            tool: None,
         }
     }
 

@@ -31,6 +31,7 @@ use connectors::oauth::{self, Grant, TokenError};
 use connectors::service_account::{self, SigningKey};
 use schemas::db::entities::connection::{self, ConnectionStatus};
 use schemas::envelope::{ErrorCode, StepMessage};
+use schemas::tool::CustomTool;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
     QuerySelect, Set, SqliteTransactionMode, TransactionOptions, TransactionTrait, sea_query::Expr,
@@ -88,20 +89,31 @@ pub fn aad(workspace_id: Uuid, connection_id: Uuid) -> Aad {
 /// The scopes `action` (`connector.action`) declares that `granted` (a JSON list) lacks.
 /// Scopes are checked when a workflow is applied; this catches a connection whose scopes were
 /// reduced since.
-pub(crate) fn missing_scopes(action: &str, granted: &serde_json::Value) -> Vec<String> {
+pub(crate) fn missing_scopes(
+    action: &str,
+    tool: Option<&CustomTool>,
+    granted: &serde_json::Value,
+) -> Vec<String> {
     let Some((connector, name)) = action.split_once('.') else {
         return Vec::new();
     };
     let registry = connectors::Registry::builtin();
-    let Some(needed) = registry.get(connector).and_then(|m| m.find_action(name)) else {
-        return Vec::new();
+    let custom = tool
+        .filter(|t| t.name == connector)
+        .and_then(|t| t.find_action(name));
+    let needed: &[String] = match (registry.get(connector), custom) {
+        (Some(m), _) => match m.find_action(name) {
+            Some(a) => &a.scopes,
+            None => return Vec::new(),
+        },
+        (None, Some(a)) => &a.scopes,
+        (None, None) => return Vec::new(),
     };
     let granted: Vec<&str> = granted
         .as_array()
         .map(|a| a.iter().filter_map(serde_json::Value::as_str).collect())
         .unwrap_or_default();
     needed
-        .scopes
         .iter()
         .filter(|s| !granted.contains(&s.as_str()))
         .cloned()
@@ -121,8 +133,9 @@ pub(crate) struct Resolved {
     pub rate_limit: Option<connectors::RateLimit>,
 }
 
-/// The budget of a connection: its own `rate_limit`, else its connector's default.
-fn rate_limit(row: &connection::Model) -> Option<connectors::RateLimit> {
+/// The budget of a connection: its own `rate_limit`, else its connector's default (a custom
+/// tool's from the definition the step carries).
+fn rate_limit(row: &connection::Model, tool: Option<&CustomTool>) -> Option<connectors::RateLimit> {
     row.rate_limit
         .clone()
         .and_then(|v| serde_json::from_value::<connectors::RateLimit>(v).ok())
@@ -131,6 +144,10 @@ fn rate_limit(row: &connection::Model) -> Option<connectors::RateLimit> {
             connectors::Registry::builtin()
                 .get(&row.connector)
                 .and_then(|m| m.rate_limit)
+        })
+        .or_else(|| {
+            tool.filter(|t| t.name == row.connector)
+                .and_then(|t| connectors::custom::manifest_of(t).rate_limit)
         })
 }
 
@@ -186,7 +203,7 @@ impl Resolver {
             return Err(revoked());
         };
         usable(&row)?;
-        let missing = missing_scopes(&step.action, &row.scopes);
+        let missing = missing_scopes(&step.action, step.tool.as_deref(), &row.scopes);
         if !missing.is_empty() {
             return Err((
                 ErrorCode::InsufficientScope,
@@ -223,7 +240,7 @@ impl Resolver {
             base_url: base_url
                 .as_deref()
                 .and_then(|u| reqwest::Url::parse(u).ok()),
-            rate_limit: rate_limit(&row),
+            rate_limit: rate_limit(&row, step.tool.as_deref()),
         }))
     }
 
@@ -613,9 +630,12 @@ mod scope_tests {
 
     #[test]
     fn scopes_an_action_declares_must_all_be_granted() {
-        assert_eq!(missing_scopes("github.create_issue", &json!([])), ["repo"]);
-        assert!(missing_scopes("github.create_issue", &json!(["repo", "gist"])).is_empty());
-        assert!(missing_scopes("http.request", &json!([])).is_empty());
-        assert!(missing_scopes("nonsense", &json!(null)).is_empty());
+        assert_eq!(
+            missing_scopes("github.create_issue", None, &json!([])),
+            ["repo"]
+        );
+        assert!(missing_scopes("github.create_issue", None, &json!(["repo", "gist"])).is_empty());
+        assert!(missing_scopes("http.request", None, &json!([])).is_empty());
+        assert!(missing_scopes("nonsense", None, &json!(null)).is_empty());
     }
 }

@@ -172,6 +172,7 @@ mod tests {
             timeout_ms: 1_000,
             idempotency_key: "k".into(),
             dispatched_at: chrono::Utc::now(),
+            tool: None,
         }
     }
 

@@ -337,7 +337,17 @@ async fn execute(
     };
     // The input is not needed after the call; the result does not repeat it.
     let input = std::mem::take(&mut step.input);
-    let call = tokio::time::timeout(timeout, connectors::execute(&ctx, connector, action, input));
+    // A custom tool's definition travels in the step message; built-ins keep their names.
+    let tool = step.tool.take().filter(|t| {
+        t.name == connector && connectors::Registry::builtin().get(connector).is_none()
+    });
+    let run = async {
+        match &tool {
+            Some(tool) => connectors::custom::execute(&ctx, tool, action, input).await,
+            None => connectors::execute(&ctx, connector, action, input).await,
+        }
+    };
+    let call = tokio::time::timeout(timeout, run);
     let work = async {
         tokio::select! {
             out = call => Some(out),
@@ -532,6 +542,7 @@ mod tests {
             timeout_ms: 1_000,
             idempotency_key: "k".into(),
             dispatched_at: Utc::now(),
+            tool: None,
         }
     }
 

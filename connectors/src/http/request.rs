@@ -414,7 +414,7 @@ fn secrets_of(url: &Url, headers: &HeaderMap) -> Secrets {
     secrets
 }
 
-fn output(response: Response) -> Value {
+pub(crate) fn output(response: Response) -> Value {
     let mut headers = Map::new();
     for name in response.headers.keys() {
         let value = if is_sensitive(name.as_str()) {

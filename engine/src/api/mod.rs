@@ -8,6 +8,7 @@ mod audit;
 pub(crate) mod catalog;
 pub mod error;
 mod principals;
+mod tools;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -72,6 +73,15 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/connectors", get(catalog::list))
         .route("/v1/connectors/{name}", get(catalog::show))
         .route("/v1/policy", get(get_policy).put(put_policy))
+        .route("/v1/tools/custom", post(tools::create).get(tools::list))
+        .route(
+            "/v1/tools/custom/{name}",
+            get(tools::show).put(tools::replace).delete(tools::delete),
+        )
+        .route(
+            "/v1/tools/import-openapi",
+            post(tools::import).layer(DefaultBodyLimit::max(tools::MAX_IMPORT_BYTES)),
+        )
         .route("/v1/approvals", get(approvals::list))
         .route(
             "/v1/runs/{id}/steps/{step}/approve",
@@ -124,6 +134,16 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The connectors of a workspace: the built-ins and its custom tools.
+pub(crate) async fn registry_of(s: &Shared, workspace_id: Uuid) -> Result<Registry, ApiError> {
+    Ok(s.definitions
+        .tools
+        .of(&s.db, workspace_id)
+        .await?
+        .registry
+        .clone())
+}
+
 async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
@@ -170,8 +190,8 @@ async fn put_workflow(
         )
         .with_details(json!({ "problems": list }))
     };
-    let workflow =
-        schemas::validate::validate(text, &Registry::builtin()).map_err(|p| problems_json(p.0))?;
+    let registry = registry_of(&s, caller.workspace_id).await?;
+    let workflow = schemas::validate::validate(text, &registry).map_err(|p| problems_json(p.0))?;
     if workflow.name != name {
         let doc = schemas::source::parse(text).ok();
         let pos = doc
@@ -209,13 +229,9 @@ async fn put_workflow(
         )
         .with_details(json!({ "problems": list })));
     }
-    let governed = crate::connections::check_workflow(
-        &s.db,
-        &Registry::builtin(),
-        caller.workspace_id,
-        &workflow,
-    )
-    .await?;
+    let governed =
+        crate::connections::check_workflow(&s.db, &registry, caller.workspace_id, &workflow)
+            .await?;
     if !governed.is_empty() {
         let doc = schemas::source::parse(text).ok();
         return Err(problems_json(
@@ -817,8 +833,9 @@ async fn put_policy(
         &body,
         "a policy object `{\"connectors\"?: {\"allow\": [..]}, \"actions\"?: {\"deny\": [..]}, \"agents\"?: {name: [connection, ..]}}`",
     )?;
+    let registry = registry_of(&s, caller.workspace_id).await?;
     let tx = s.db.begin().await?;
-    crate::policy::put(&tx, caller.workspace_id, &policy, &caller.name).await?;
+    crate::policy::put(&tx, &registry, caller.workspace_id, &policy, &caller.name).await?;
     let document = serde_json::to_value(&policy).unwrap_or(Value::Null);
     record(&tx, &caller, "policy.changed", document.clone()).await?;
     tx.commit().await?;
@@ -899,11 +916,13 @@ async fn create_connection(
         &body,
         "a JSON object `{\"name\", \"connector\", \"auth\": {\"type\", …}, \"scopes\"?}`",
     )?;
+    // Read before the transaction: SQLite's pool has one connection, which it holds.
+    let registry = registry_of(&s, caller.workspace_id).await?;
     let tx = s.db.begin().await?;
     let row = crate::connections::create(
         &tx,
         s.keyring.as_deref(),
-        &Registry::builtin(),
+        &registry,
         caller.workspace_id,
         new,
     )
@@ -958,11 +977,13 @@ async fn rotate_connection(
 ) -> Result<Json<Value>, ApiError> {
     let body = body?;
     let rotate: RotateBody = parse_secret_body(&body, "a JSON object `{\"auth\": {\"type\", …}}`")?;
+    // Read before the transaction: SQLite's pool has one connection, which it holds.
+    let registry = registry_of(&s, caller.workspace_id).await?;
     let tx = s.db.begin().await?;
     let row = crate::connections::rotate(
         &tx,
         s.keyring.as_deref(),
-        &Registry::builtin(),
+        &registry,
         caller.workspace_id,
         &name,
         &rotate.auth,
@@ -1057,10 +1078,12 @@ async fn test_connection(
             Some(url)
         }
     };
+    let registry = registry_of(&s, caller.workspace_id).await?;
     let tested = crate::connections::test(
         &s.db,
         s.keyring.as_deref(),
         &s.oauth_http,
+        &registry,
         caller.workspace_id,
         &name,
         probe,

@@ -51,6 +51,8 @@ pub struct Definitions {
     parsed: Mutex<HashMap<(Uuid, String, i32), Arc<Workflow>>>,
     /// Each workspace's policy-gated actions, and when they were read.
     gates: Mutex<HashMap<Uuid, GatesRead>>,
+    /// Each workspace's custom tools.
+    pub tools: crate::tools::Tools,
 }
 
 impl Definitions {
@@ -212,8 +214,11 @@ pub(crate) struct RunWork {
     rows: HashMap<(String, i32), step_instance::Model>,
     dirty: BTreeSet<(String, i32)>,
     finish: Option<Finish>,
-    /// Actions the workspace's policy sends to approval (see [`resolve_gates`]).
+    /// Actions the workspace's policy sends to approval, and its destructive custom actions
+    /// (see [`resolve_gates`]).
     pub gated: Arc<Vec<String>>,
+    /// The workspace's custom tools, whose definitions go into step messages.
+    pub tools: Arc<crate::tools::WorkspaceTools>,
     /// A status to write when the run does not finish in this transaction: `waiting` while a
     /// step is parked on a connection that needs a person, `running` when it resumes.
     pub status_change: Option<RunStatus>,
@@ -263,6 +268,7 @@ impl RunWork {
             dirty: BTreeSet::new(),
             finish: None,
             gated: Arc::default(),
+            tools: Arc::default(),
             status_change: None,
         }
     }
@@ -506,6 +512,7 @@ pub(crate) async fn load_live_runs(
                 dirty: BTreeSet::new(),
                 finish: None,
                 gated: Arc::default(),
+                tools: Arc::default(),
                 status_change: None,
             },
         );
@@ -526,6 +533,10 @@ pub(crate) async fn resolve_gates<'a, C: ConnectionTrait>(
     let mut gates: HashMap<Uuid, Arc<Vec<String>>> = HashMap::new();
     for work in works {
         let ws = work.run.workspace_id;
+        work.tools = match cache {
+            Some(c) => c.tools.of(db, ws).await?,
+            None => Arc::new(crate::tools::load(db, ws).await?),
+        };
         let found = match gates.get(&ws) {
             Some(g) => g.clone(),
             None => {
@@ -543,7 +554,14 @@ pub(crate) async fn resolve_gates<'a, C: ConnectionTrait>(
                 g
             }
         };
-        work.gated = found;
+        let destructive = work.tools.destructive_actions();
+        work.gated = if destructive.is_empty() {
+            found
+        } else {
+            let mut all = found.as_ref().clone();
+            all.extend(destructive);
+            Arc::new(all)
+        };
     }
     Ok(())
 }
@@ -749,8 +767,7 @@ pub(crate) fn advance(work: &mut RunWork, writes: &mut Writes, now: DateTime<Utc
                     m.due_at = Some(lost_after(step, now));
                 });
                 if let (Some(step), Some(row)) = (step, work.row(&step_id, index)) {
-                    let connection = work.connection_of(step);
-                    dispatch(writes, &work.run, &workflow, step, row, connection, now);
+                    dispatch(writes, work, &workflow, step, row, now);
                 }
             }
             Decision::FanOut { step_id, items } => {
@@ -927,13 +944,16 @@ fn emit(
 /// Queues the step message for the row's current attempt.
 pub(crate) fn dispatch(
     writes: &mut Writes,
-    run: &run::Model,
+    work: &RunWork,
     workflow: &Workflow,
     step: &Step,
     row: &step_instance::Model,
-    connection_id: Option<Uuid>,
     now: DateTime<Utc>,
 ) {
+    let run = &work.run;
+    let connection_id = work.connection_of(step);
+    let action = step.action.clone().unwrap_or_default();
+    let tool = work.tools.tool_for(&action).map(Box::new);
     let timeout = step.timeout.map_or(DEFAULT_STEP_TIMEOUT, |t| t.get());
     let item_index = u32::try_from(row.item_index).ok();
     let message = StepMessage {
@@ -943,7 +963,7 @@ pub(crate) fn dispatch(
         step_id: step.id.clone(),
         item_index,
         attempt: u32::try_from(row.attempt).unwrap_or(1),
-        action: step.action.clone().unwrap_or_default(),
+        action,
         connection_id,
         input: row.input.clone().unwrap_or(Value::Null),
         timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
@@ -952,6 +972,7 @@ pub(crate) fn dispatch(
             None => format!("{}.{}", run.id, step.id),
         },
         dispatched_at: now,
+        tool,
     };
     let queue = step
         .queue

@@ -6,6 +6,7 @@ pub mod attempt;
 pub mod audit_head;
 pub mod audit_record;
 pub mod connection;
+pub mod custom_tool;
 pub mod event;
 pub mod oauth_state;
 pub mod outbox;
