@@ -189,3 +189,32 @@ impl EngineMetrics {
 
 /// The content type of [`EngineMetrics::encode`].
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_engine_metrics_keep_the_webhook_names_and_label_runs_by_kind() {
+        let metrics = EngineMetrics::default();
+        metrics.run_started("lead-intake", &serde_json::json!({ "kind": "webhook" }));
+        metrics.run_started("lead-intake", &serde_json::json!({}));
+        metrics.run_finished("timed_out");
+        metrics.step_finished("failed", "slack.post_message");
+        metrics.outbox_backlog.set(4);
+        let hooks = crate::triggers::webhook::Rejections::default();
+        let text = metrics.encode(&hooks);
+        for line in [
+            "switchyard_runs_started_total{workflow=\"lead-intake\",trigger=\"webhook\"} 1",
+            "switchyard_runs_started_total{workflow=\"lead-intake\",trigger=\"unknown\"} 1",
+            "switchyard_runs_finished_total{status=\"timed_out\"} 1",
+            "switchyard_steps_finished_total{status=\"failed\",connector=\"slack\"} 1",
+            "switchyard_outbox_backlog 4",
+            "switchyard_webhook_deliveries_total{outcome=\"accepted\"} 0",
+            "switchyard_webhook_rejections_total{reason=\"bad_signature\"} 0",
+            "# EOF",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+    }
+}

@@ -129,7 +129,9 @@ fn provider(
 ) -> Result<SdkTracerProvider, TelemetryError> {
     use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithHttpConfig as _};
     let client = OtlpClient {
-        client: reqwest::Client::builder().build()?,
+        client: reqwest::Client::builder()
+            .timeout(export_timeout())
+            .build()?,
         runtime: runtime.clone(),
     };
     // The endpoint, headers and timeout come from the OTEL_EXPORTER_OTLP_* variables.
@@ -146,6 +148,23 @@ fn provider(
         .with_batch_exporter(exporter)
         .with_resource(resource.build())
         .build())
+}
+
+/// How long one export may take: `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT` or
+/// `OTEL_EXPORTER_OTLP_TIMEOUT` (milliseconds), else the specification's 10 s. Applied by our
+/// client, since the exporter leaves timeouts to the client it is given; it also bounds how
+/// long shutdown waits for an unreachable collector.
+fn export_timeout() -> std::time::Duration {
+    [
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+    ]
+    .iter()
+    .find_map(|var| std::env::var(var).ok()?.trim().parse::<u64>().ok())
+    .map_or(
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_millis,
+    )
 }
 
 /// The exporter's HTTP client: the workspace's reqwest (rustls with ring), with each request

@@ -105,8 +105,8 @@ fn text(value: Option<&AnyValue>) -> String {
 struct Stack {
     _nats: NatsServer,
     _db: TestDatabase,
-    _engine: tokio::process::Child,
-    _worker: tokio::process::Child,
+    engine: tokio::process::Child,
+    worker: tokio::process::Child,
     api: Api,
     worker_logs: Logs,
     fake: Arc<common::Fake>,
@@ -122,6 +122,15 @@ steps:
 
 impl Stack {
     async fn start(collector: &str, worker_log_format: &str) -> Result<Stack> {
+        Self::start_batching(collector, worker_log_format, "200").await
+    }
+
+    /// [`Stack::start`], the processes holding spans up to `batch_delay_ms` before sending.
+    async fn start_batching(
+        collector: &str,
+        worker_log_format: &str,
+        batch_delay_ms: &str,
+    ) -> Result<Stack> {
         let (fake_addr, fake) = start_fake().await?;
         let nats = NatsServer::start().await?;
         let db = TestDatabase::new(Backend::Postgres).await?;
@@ -129,7 +138,7 @@ impl Stack {
         let env = [
             ("SWITCHYARD_MASTER_KEY", key.as_str()),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", collector),
-            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ("OTEL_BSP_SCHEDULE_DELAY", batch_delay_ms),
         ];
         let (engine, url, _) = spawn_engine_process_with(&nats.url(), db.url(), &env).await?;
         let (worker, worker_logs) = spawn_worker_process_with(
@@ -158,8 +167,8 @@ impl Stack {
         Ok(Stack {
             _nats: nats,
             _db: db,
-            _engine: engine,
-            _worker: worker,
+            engine,
+            worker,
             api,
             worker_logs,
             fake,
@@ -359,6 +368,37 @@ async fn a_run_is_one_trace_across_the_engine_and_a_worker() -> Result<()> {
         }
     }
     let _ = stack.fake_addr;
+    Ok(())
+}
+
+/// Sends SIGTERM to `child` and waits for it to exit.
+async fn terminate(child: &mut tokio::process::Child) -> Result<()> {
+    let pid = child.id().context("the process has already exited")?;
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
+    ensure!(sent.success(), "kill -TERM {pid}: {sent}");
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .context("the process did not stop after SIGTERM")??;
+    ensure!(status.success(), "stopped with {status}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn spans_still_buffered_are_sent_when_the_processes_stop() -> Result<()> {
+    let (collector, spans) = start_collector().await?;
+    // Ten minutes: nothing is sent on the timer while the test runs.
+    let mut stack = Stack::start_batching(&collector, "text", "600000").await?;
+    let run_id = stack.run().await?;
+    assert!(
+        spans.lock().unwrap_or_else(|e| e.into_inner()).is_empty(),
+        "spans were sent before the batch delay"
+    );
+    terminate(&mut stack.worker).await?;
+    terminate(&mut stack.engine).await?;
+    let trace = trace_of(&spans, &run_id, 13).await?;
+    assert_eq!(trace.len(), 13, "{trace:#?}");
     Ok(())
 }
 

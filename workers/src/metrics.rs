@@ -252,3 +252,39 @@ pub(crate) async fn serve(
 pub(crate) fn seconds(d: Duration) -> f64 {
     d.as_secs_f64()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_worker_metrics_have_their_documented_names_and_labels() {
+        let metrics = WorkerMetrics::new();
+        metrics
+            .retries
+            .get_or_create(&ConnectorLabel {
+                connector: "slack".into(),
+            })
+            .inc();
+        metrics.rate_limit_hold(None);
+        let connection = uuid::Uuid::nil();
+        metrics.rate_limit_hold(Some(connection));
+        metrics.rate_limit_hold(Some(connection));
+        metrics.oauth_refresh("refreshed");
+        metrics.in_flight.inc();
+        metrics.schedule_delay.observe(0.003);
+        let text = metrics.encode();
+        for line in [
+            "switchyard_step_retries_total{connector=\"slack\"} 1",
+            "switchyard_rate_limit_holds_total{connection=\"none\"} 1",
+            "switchyard_rate_limit_holds_total{connection=\"00000000-0000-0000-0000-000000000000\"} 2",
+            "switchyard_oauth_refreshes_total{outcome=\"refreshed\"} 1",
+            "switchyard_steps_in_flight 1",
+            "switchyard_step_schedule_delay_seconds_count 1",
+            "switchyard_step_schedule_delay_seconds_bucket{le=\"0.005\"} 1",
+            "# EOF",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+    }
+}
