@@ -50,7 +50,7 @@ const INDEXES: [(&str, &str); 20] = [
 ];
 
 /// Every migration, in order.
-const MIGRATIONS: [&str; 9] = [
+const MIGRATIONS: [&str; 10] = [
     "m20261125_000001_initial",
     "m20261125_000002_triggers",
     "m20261125_000003_connections",
@@ -60,6 +60,7 @@ const MIGRATIONS: [&str; 9] = [
     "m20261201_000007_approvals",
     "m20261202_000008_connection_settings",
     "m20261202_000009_custom_tools",
+    "m20261202_000010_trace_context",
 ];
 
 /// Now, to the microsecond: PostgreSQL keeps no finer, so a value with nanoseconds would not
@@ -104,6 +105,7 @@ fn a_run(workflow: &str, key: Option<&str>) -> run::Model {
         finished_at: None,
         deadline_at: Some(at + TimeDelta::minutes(5)),
         updated_at: at,
+        traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
     }
 }
 
