@@ -188,8 +188,9 @@ pub async fn decide(
             )
         },
     ));
-    work::flush(&tx, works.values(), writes).await?;
+    let finished = work::flush(&tx, works.values(), writes).await?;
     tx.commit().await?;
+    finished.count();
     let decided = approval::Entity::find_by_id(gate.id)
         .one(db)
         .await?

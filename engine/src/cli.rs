@@ -19,6 +19,16 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Log line format on standard error: `text` for people, `json` (one object per line,
+    /// with the run, step and trace ids of the line's context) for log pipelines.
+    #[arg(
+        long,
+        env = "SWITCHYARD_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: crate::telemetry::LogFormat,
 }
 
 /// Where client verbs find the engine.
@@ -195,6 +205,11 @@ pub enum Command {
         /// names are refused unless listed; public addresses are always reachable.
         #[arg(long, env = "SWITCHYARD_ALLOW_OUTBOUND", value_name = "LIST")]
         allow_outbound: Option<connectors::http::OutboundPolicy>,
+        /// Address to serve `/metrics` (Prometheus), `/healthz` (process alive) and `/readyz`
+        /// (connected to NATS, every queue's consumer bound) on, e.g. `0.0.0.0:9090`.
+        /// Without it the worker serves no HTTP at all.
+        #[arg(long, env = "SWITCHYARD_METRICS_ADDR", value_name = "ADDR")]
+        metrics_addr: Option<SocketAddr>,
     },
     /// Measure the engine on this machine (nats-server, engine, workers and a no-op HTTP
     /// endpoint, all local) and print a table.
@@ -448,6 +463,7 @@ const USAGE: u8 = 2;
 
 /// Runs one invocation and returns the process exit status.
 pub fn run(cli: Cli) -> ExitCode {
+    let log_format = cli.log_format;
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
     match cli.command {
@@ -491,12 +507,12 @@ pub fn run(cli: Cli) -> ExitCode {
                 .ok_or_else(|| format!("no built-in connector `{name}`")),
             json,
         ),
-        other => async_main(other),
+        other => async_main(other, log_format),
     }
 }
 
-fn async_main(command: Command) -> ExitCode {
-    init_process();
+fn async_main(command: Command, log_format: crate::telemetry::LogFormat) -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -507,7 +523,13 @@ fn async_main(command: Command) -> ExitCode {
             return ExitCode::from(USAGE);
         }
     };
-    runtime.block_on(async move {
+    let service = match &command {
+        Command::Engine { .. } => "switchyard-engine",
+        Command::Worker { .. } => "switchyard-worker",
+        _ => "switchyard",
+    };
+    let telemetry = crate::telemetry::init(log_format, service, runtime.handle());
+    let code = runtime.block_on(async move {
         match command {
             Command::Dev { addr, data_dir, workers, apply, allow_outbound } => {
                 let options = crate::dev::DevOptions {
@@ -565,7 +587,7 @@ fn async_main(command: Command) -> ExitCode {
                     }
                 }
             }
-            Command::Worker { nats_url, queues, concurrency, ack_wait, heartbeat, worker_id, database_url, master_key, master_key_file, allow_outbound } => {
+            Command::Worker { nats_url, queues, concurrency, ack_wait, heartbeat, worker_id, database_url, master_key, master_key_file, allow_outbound, metrics_addr } => {
                 let mut config = workers::WorkerConfig {
                     nats_url,
                     queues,
@@ -573,6 +595,7 @@ fn async_main(command: Command) -> ExitCode {
                     ack_wait: ack_wait.get(),
                     heartbeat: heartbeat.get(),
                     allow_outbound: allow_outbound.unwrap_or_default(),
+                    metrics_addr,
                     ..Default::default()
                 };
                 if let Some(id) = worker_id {
@@ -698,20 +721,11 @@ fn async_main(command: Command) -> ExitCode {
             Command::Emit { name, data, id, remote } => client_verb(emit(&remote, &name, &data, id).await),
             Command::Validate { .. } | Command::Schema | Command::Connectors { .. } => ExitCode::from(USAGE),
         }
-    })
-}
-
-/// Installs the process-wide pieces every binary entry point needs once: the one TLS crypto
-/// provider, and logging.
-fn init_process() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,async_nats=warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+    });
+    // After the engine or worker stopped (SIGTERM drains them first), while the runtime the
+    // exporter sends on still exists.
+    telemetry.shutdown();
+    code
 }
 
 async fn shutdown_signal() {

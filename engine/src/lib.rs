@@ -25,6 +25,8 @@
 //! - [`client`]: the engine API client behind the CLI's client verbs.
 //! - [`progress`]: the live step table of `switchyard run --wait`.
 //! - [`bench`]: `switchyard bench`, the local benchmark.
+//! - [`telemetry`]: the log format and the OTLP trace exporter; [`metrics`]: the engine's
+//!   Prometheus metrics, served at `/metrics`.
 //!
 //! A run flows: API or trigger → [`store::start_runs`] (runs + steps + outbox in one
 //! transaction, batched by [`starter`]) → relay
@@ -40,6 +42,7 @@ pub mod client;
 pub mod connections;
 pub mod dev;
 pub mod keys;
+pub mod metrics;
 pub mod oauth;
 pub mod planner;
 pub mod policy;
@@ -49,6 +52,7 @@ pub mod secrets;
 pub mod service;
 pub mod starter;
 pub mod store;
+pub mod telemetry;
 pub mod topology;
 pub mod triggers;
 

@@ -16,6 +16,7 @@ use schemas::transport;
 use sea_orm::{Database, DatabaseConnection};
 use sea_orm_migration::MigratorTrait;
 use serde::Deserialize;
+use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
@@ -317,6 +318,31 @@ pub async fn relay_once(shared: &Shared, js: &jetstream::Context) -> Result<usiz
     for row in &rows {
         let mut headers = HeaderMap::new();
         headers.insert(transport::MSG_ID_HEADER, row.msg_id.as_str());
+        let stored = row.headers.as_object();
+        let traceparent = stored
+            .and_then(|h| h.get(transport::TRACEPARENT_HEADER))
+            .and_then(Value::as_str);
+        for (name, value) in stored.into_iter().flatten() {
+            if let Some(value) = value.as_str()
+                && name != transport::TRACEPARENT_HEADER
+            {
+                headers.insert(name.as_str(), value);
+            }
+        }
+        // Only rows of a traced run get a span: with tracing off, relaying costs no more.
+        let _dispatch = traceparent.map(|parent| {
+            let span = dispatch_span(&row.msg_id);
+            workers::telemetry::set_parent(&span, Some(parent));
+            workers::telemetry::record_trace_id(&span);
+            // The worker's span becomes a child of this one; an engine with tracing off
+            // passes the run's context on unchanged.
+            let context = workers::telemetry::traceparent_of(&span);
+            headers.insert(
+                transport::TRACEPARENT_HEADER,
+                context.as_deref().unwrap_or(parent),
+            );
+            span
+        });
         let ack = js
             .publish_with_headers(row.subject.clone(), headers, row.payload.clone().into())
             .await
@@ -334,6 +360,20 @@ pub async fn relay_once(shared: &Shared, js: &jetstream::Context) -> Result<usiz
     }
     store::remove_sent(&shared.db, &sent).await?;
     Ok(sent.len())
+}
+
+/// The `step.dispatch` span of the step message `msg_id` (`{run}.{step}.{attempt}`, the step
+/// id possibly with an `[item]` index).
+fn dispatch_span(msg_id: &str) -> tracing::Span {
+    let (run_id, rest) = msg_id.split_once('.').unwrap_or((msg_id, ""));
+    let (step_id, attempt) = rest.rsplit_once('.').unwrap_or((rest, ""));
+    tracing::info_span!(
+        "step.dispatch",
+        run_id,
+        step_id,
+        attempt,
+        trace_id = tracing::field::Empty,
+    )
 }
 
 /// Why a relay pass failed.
@@ -424,9 +464,31 @@ async fn results_loop(
 async fn record_batch(shared: &Shared, arrived: Vec<jetstream::Message>) {
     let mut batch_msgs = Vec::new();
     let mut results = Vec::new();
+    // One span per traced result, open while its batch is recorded.
+    let mut spans = Vec::new();
     for msg in arrived {
         match serde_json::from_slice::<StepResult>(&msg.payload) {
             Ok(r) => {
+                if let Some(parent) = msg
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(transport::TRACEPARENT_HEADER))
+                {
+                    let span = tracing::info_span!(
+                        "step.result",
+                        run_id = %r.run_id,
+                        step_id = %r.step_id,
+                        attempt = r.attempt,
+                        status = match r.outcome {
+                            schemas::envelope::Outcome::Succeeded { .. } => "succeeded",
+                            schemas::envelope::Outcome::Failed { .. } => "failed",
+                        },
+                        trace_id = tracing::field::Empty,
+                    );
+                    workers::telemetry::set_parent(&span, Some(parent.as_str()));
+                    workers::telemetry::record_trace_id(&span);
+                    spans.push(span);
+                }
                 results.push(r);
                 batch_msgs.push(msg);
             }

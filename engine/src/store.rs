@@ -25,8 +25,8 @@ use schemas::definition::Workflow;
 use schemas::envelope::{ErrorCode, Outcome, StepError, StepResult};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -258,6 +258,9 @@ pub struct NewRun {
     pub idempotency_key: Option<String>,
     /// What started the run (`trigger` in expressions).
     pub trigger: Value,
+    /// The caller's W3C `traceparent` (an API request's, say): the run's trace continues it.
+    /// `None` starts a trace of its own (when tracing is on).
+    pub traceparent: Option<String>,
 }
 
 /// Starts a run of a version the caller already resolved, unless `idempotency_key` names an
@@ -275,6 +278,7 @@ pub async fn start_pinned(
         input,
         idempotency_key: idempotency_key.map(str::to_owned),
         trigger,
+        traceparent: None,
     };
     start_runs(db, definitions, vec![new])
         .await?
@@ -304,12 +308,30 @@ pub async fn start_runs(
             input,
             idempotency_key,
             trigger,
+            traceparent,
         } = new;
         match resolve_inputs(&pinned.workflow, input) {
             Err(e) => answers.push(Err(e)),
             Ok(inputs) => {
+                let id = Uuid::now_v7();
+                let kind = trigger
+                    .get("kind")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("unknown");
+                // The root of the run's trace (or a child of the caller's): its context is
+                // stored with the run and parents every step's dispatch.
+                let span = tracing::info_span!(
+                    "run.start",
+                    run_id = %id,
+                    workflow = %pinned.name,
+                    trigger = kind,
+                    trace_id = tracing::field::Empty,
+                );
+                workers::telemetry::set_parent(&span, traceparent.as_deref());
+                workers::telemetry::record_trace_id(&span);
                 let row = run::Model {
-                    id: Uuid::now_v7(),
+                    id,
+                    traceparent: workers::telemetry::traceparent_of(&span),
                     workspace_id: pinned.workspace_id,
                     workflow_name: pinned.name,
                     workflow_version: pinned.version,
@@ -385,8 +407,13 @@ pub async fn start_runs(
     for work in &mut works {
         work::advance(work, &mut writes, now);
     }
-    work::flush(&tx, works.iter(), writes).await?;
+    let finished = work::flush(&tx, works.iter(), writes).await?;
     tx.commit().await?;
+    finished.count();
+    let metrics = crate::metrics::engine();
+    for work in &works {
+        metrics.run_started(&work.run.workflow_name, &work.run.trigger);
+    }
     // A key that lost: to an earlier run, or to another start in this very batch.
     for (i, row) in duplicates {
         let key = row.idempotency_key.as_deref().unwrap_or_default();
@@ -444,6 +471,7 @@ pub async fn record_results(
     let mut writes = Writes::default();
     let mut changed = 0;
     let mut touched: BTreeSet<Uuid> = BTreeSet::new();
+    let mut steps = Vec::new();
     for result in results {
         let Some(work) = works.get_mut(&result.run_id) else {
             continue;
@@ -451,6 +479,18 @@ pub async fn record_results(
         if apply_result(work, &mut writes, result, now) {
             changed += 1;
             touched.insert(result.run_id);
+            let action = work
+                .workflow
+                .steps
+                .iter()
+                .find(|s| s.id == result.step_id)
+                .and_then(|s| s.action.clone())
+                .unwrap_or_default();
+            let status = match result.outcome {
+                Outcome::Succeeded { .. } => "succeeded",
+                Outcome::Failed { .. } => "failed",
+            };
+            steps.push((status, action));
         }
     }
     for id in &touched {
@@ -459,8 +499,13 @@ pub async fn record_results(
         }
     }
     let messages = writes.has_messages();
-    work::flush(&tx, works.values(), writes).await?;
+    let finished = work::flush(&tx, works.values(), writes).await?;
     tx.commit().await?;
+    finished.count();
+    let metrics = crate::metrics::engine();
+    for (status, action) in steps {
+        metrics.step_finished(status, &action);
+    }
     Ok(Recorded { changed, messages })
 }
 
@@ -781,8 +826,9 @@ pub async fn tick(
         }
     }
     let messages = writes.has_messages();
-    work::flush(&tx, works.values(), writes).await?;
+    let finished = work::flush(&tx, works.values(), writes).await?;
     tx.commit().await?;
+    finished.count();
     Ok(Recorded {
         changed: changed.len(),
         messages,
@@ -830,8 +876,9 @@ pub async fn resume_after_reauth(
             work.status_change = Some(RunStatus::Running);
         }
     }
-    work::flush(&tx, works.values(), Writes::default()).await?;
+    let finished = work::flush(&tx, works.values(), Writes::default()).await?;
     tx.commit().await?;
+    finished.count();
     Ok(resumed)
 }
 
@@ -860,8 +907,9 @@ pub async fn cancel_run(
     };
     let error = json!({ "code": ErrorCode::Cancelled, "message": "cancelled on request" });
     work.finish(RunStatus::Cancelled, None, Some(error), Utc::now());
-    work::flush(&tx, works.values(), Writes::default()).await?;
+    let finished = work::flush(&tx, works.values(), Writes::default()).await?;
     tx.commit().await?;
+    finished.count();
     Ok(())
 }
 
@@ -914,6 +962,11 @@ pub async fn list_runs(
         .limit(limit)
         .all(db)
         .await?)
+}
+
+/// How many outbox rows are waiting to be published.
+pub async fn outbox_backlog(db: &DatabaseConnection) -> Result<u64, StoreError> {
+    Ok(outbox::Entity::find().count(db).await?)
 }
 
 /// Unsent outbox rows, oldest first.

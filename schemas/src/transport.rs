@@ -42,6 +42,9 @@ pub const DEFAULT_QUEUE: &str = "default";
 pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
 /// W3C trace context header, carried from the trigger through every step.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
+/// The name of the workflow a step message belongs to, for the worker's span and logs. A
+/// header, not an envelope field, so that workers that do not know it still read the message.
+pub const WORKFLOW_HEADER: &str = "Switchyard-Workflow";
 
 /// Subject of step messages for `queue`.
 pub fn step_subject(queue: &str) -> String {

@@ -49,7 +49,7 @@ const INDEXES: [(&str, &str); 19] = [
 ];
 
 /// Every migration, in order.
-const MIGRATIONS: [&str; 8] = [
+const MIGRATIONS: [&str; 9] = [
     "m20261125_000001_initial",
     "m20261125_000002_triggers",
     "m20261125_000003_connections",
@@ -58,6 +58,7 @@ const MIGRATIONS: [&str; 8] = [
     "m20261201_000006_oauth",
     "m20261201_000007_approvals",
     "m20261202_000008_connection_settings",
+    "m20261202_000010_trace_context",
 ];
 
 /// Now, to the microsecond: PostgreSQL keeps no finer, so a value with nanoseconds would not
@@ -102,6 +103,7 @@ fn a_run(workflow: &str, key: Option<&str>) -> run::Model {
         finished_at: None,
         deadline_at: Some(at + TimeDelta::minutes(5)),
         updated_at: at,
+        traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
     }
 }
 

@@ -61,6 +61,11 @@ pub struct WorkerConfig {
     /// loopback, private, link-local and other internal addresses and cloud metadata names
     /// are refused unless listed here. Empty by default.
     pub allow_outbound: connectors::http::OutboundPolicy,
+    /// Address of the worker's own HTTP listener (`--metrics-addr`,
+    /// `SWITCHYARD_METRICS_ADDR`), e.g. `"0.0.0.0:9090"`: `/metrics` in the Prometheus text
+    /// format, `/healthz` (the process is alive) and `/readyz` (connected to NATS with every
+    /// queue's consumer bound). `None` (the default): no listener.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for WorkerConfig {
@@ -75,6 +80,7 @@ impl Default for WorkerConfig {
             drain_timeout: Duration::from_secs(30),
             max_response_bytes: connectors::http::DEFAULT_MAX_RESPONSE_BYTES,
             allow_outbound: connectors::http::OutboundPolicy::default(),
+            metrics_addr: None,
         }
     }
 }

@@ -143,6 +143,8 @@ pub(crate) struct Resolver {
     outbound: connectors::http::OutboundPolicy,
     /// For token endpoints; built on first use (after the process installed its TLS provider).
     token_http: std::sync::OnceLock<connectors::http::Client>,
+    /// Where token refreshes are counted.
+    metrics: std::sync::Arc<crate::metrics::WorkerMetrics>,
 }
 
 /// Why a step's connection cannot be used; the step fails with this code and message.
@@ -152,10 +154,12 @@ impl Resolver {
     pub fn new(
         access: Option<ConnectionAccess>,
         outbound: connectors::http::OutboundPolicy,
+        metrics: std::sync::Arc<crate::metrics::WorkerMetrics>,
     ) -> Self {
         Resolver {
             access,
             outbound,
+            metrics,
             last_used: Mutex::default(),
             token_http: std::sync::OnceLock::new(),
         }
@@ -267,6 +271,7 @@ impl Resolver {
         drop(text);
         if fresh(&config, &secret) {
             let _ = tx.rollback().await;
+            self.metrics.oauth_refresh("reused");
             return Credential::from_parts(&row.auth_type, &row.config, &secret.to_json())
                 .map(|c| (c, row.base_url.clone()))
                 .map_err(|e| (ErrorCode::Internal, e.to_string()));
@@ -327,6 +332,7 @@ impl Resolver {
                     .await
                     .map_err(db_unavailable)?;
                 tx.commit().await.map_err(db_unavailable)?;
+                self.metrics.oauth_refresh("needs_reauth");
                 tracing::warn!(connection_id = %row.id, "oauth grant refused: connection needs reauthorization");
                 return Err(needs_reauth(&row));
             }
@@ -349,6 +355,8 @@ impl Resolver {
                     .await
                     .map_err(db_unavailable)?;
                 tx.commit().await.map_err(db_unavailable)?;
+                self.metrics.oauth_refresh("failed");
+                tracing::warn!(connection_id = %row.id, code = %word, "oauth token refresh failed");
                 return Err((
                     code,
                     format!(
@@ -393,6 +401,7 @@ impl Resolver {
             .await
             .map_err(db_unavailable)?;
         tx.commit().await.map_err(db_unavailable)?;
+        self.metrics.oauth_refresh("refreshed");
         tracing::info!(connection_id = %row.id, rotated = tokens.refresh_token.is_some(), "oauth token refreshed");
         let base_url = adopted.or_else(|| row.base_url.clone());
         Ok((Credential::Bearer(tokens.access_token), base_url))

@@ -20,4 +20,7 @@ pub enum WorkerError {
     /// The subscription to run cancellations could not be made.
     #[error("subscribing to run cancellations: {0}")]
     Subscribe(#[source] async_nats::SubscribeError),
+    /// The `--metrics-addr` listener could not bind.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::ListenError),
 }

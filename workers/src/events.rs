@@ -1,14 +1,16 @@
-//! What the worker reports about itself: one struct per notable event, each logged in one place
-//! (and counted there, once the project has metrics).
+//! What the worker reports about itself: one struct per notable event, each logged, and
+//! counted in [`crate::metrics::WorkerMetrics`] where it has a metric, in one place.
 //!
 //! Events carry ids, names, codes and durations only. Step inputs, outputs, action error
 //! messages and message headers may hold personal data or secrets and are never logged. Events
-//! about one step are emitted inside its span, which carries `run_id`, `step_id`, `item_index`,
-//! `attempt`, `action` and `trace_id`.
+//! about one step are emitted inside its `step.execute` span, which carries `run_id`,
+//! `step_id`, `item_index`, `attempt`, `workflow`, `connector`, `action` and `trace_id`.
 
 use std::time::Duration;
 
 use schemas::envelope::{ErrorCode, Outcome};
+
+use crate::metrics::{ConnectorLabel, StepLabels, WorkerMetrics};
 
 /// A step message that cannot be run was terminated, so it is never delivered again.
 pub(crate) struct StepRejected<'a> {
@@ -38,11 +40,26 @@ impl StepRejected<'_> {
 pub(crate) struct StepFinished<'a> {
     pub outcome: &'a Outcome,
     pub elapsed: Duration,
+    pub connector: &'a str,
+    pub action: &'a str,
+    pub metrics: &'a WorkerMetrics,
 }
 
 impl StepFinished<'_> {
     pub fn emit(&self) {
         let elapsed_ms = u64::try_from(self.elapsed.as_millis()).unwrap_or(u64::MAX);
+        let outcome = match self.outcome {
+            Outcome::Succeeded { .. } => "succeeded".to_owned(),
+            Outcome::Failed { error } => code_name(error.code),
+        };
+        self.metrics
+            .step_duration
+            .get_or_create(&StepLabels {
+                connector: self.connector.to_owned(),
+                action: self.action.to_owned(),
+                outcome,
+            })
+            .observe(crate::metrics::seconds(self.elapsed));
         match self.outcome {
             Outcome::Succeeded { .. } => {
                 tracing::info!(status = "succeeded", elapsed_ms, "step finished");
@@ -54,6 +71,56 @@ impl StepFinished<'_> {
                 elapsed_ms,
                 "step finished"
             ),
+        }
+    }
+}
+
+/// A step started on this worker: how long it waited since the engine dispatched it, and
+/// whether it is a retry.
+pub(crate) struct StepStarted<'a> {
+    pub queued: Duration,
+    pub attempt: u32,
+    pub connector: &'a str,
+    pub metrics: &'a WorkerMetrics,
+}
+
+impl StepStarted<'_> {
+    pub fn emit(&self) {
+        self.metrics
+            .schedule_delay
+            .observe(crate::metrics::seconds(self.queued));
+        if self.attempt > 1 {
+            self.metrics
+                .retries
+                .get_or_create(&ConnectorLabel {
+                    connector: self.connector.to_owned(),
+                })
+                .inc();
+        }
+        tracing::debug!(
+            queued_ms = u64::try_from(self.queued.as_millis()).unwrap_or(u64::MAX),
+            "step started"
+        );
+    }
+}
+
+/// A fleet-wide rate-limit hold on the step's connection (or host): either the step was
+/// given back to JetStream for the rest of one (`set: false`), or a `429` it got set one.
+pub(crate) struct RateLimitHold<'a> {
+    pub connection: Option<uuid::Uuid>,
+    pub wait: Duration,
+    pub set: bool,
+    pub metrics: &'a WorkerMetrics,
+}
+
+impl RateLimitHold<'_> {
+    pub fn emit(&self) {
+        self.metrics.rate_limit_hold(self.connection);
+        let wait_ms = u64::try_from(self.wait.as_millis()).unwrap_or(u64::MAX);
+        if self.set {
+            tracing::info!(wait_ms, "rate limited: holding the connection fleet-wide");
+        } else {
+            tracing::info!(wait_ms, "held by a fleet-wide rate limit");
         }
     }
 }

@@ -14,6 +14,10 @@
 //!   that connection (or host) for every worker, via the `SY_HOLDS` stream.
 //! - `events`: everything the worker logs, one struct per event, never inputs or outputs.
 //! - [`error`]: [`WorkerError`], why a worker could not start.
+//! - [`metrics`]: [`WorkerMetrics`] and the `--metrics-addr` listener (`/metrics`, `/healthz`,
+//!   `/readyz`); the events count into them.
+//! - [`telemetry`]: trace context across processes (`traceparent` in NATS headers), so a run
+//!   is one trace from the engine through the worker to the provider and back.
 //! - [`audit`]: the hash-chained ledger (engine and workers append to it; the engine serves it).
 //! - [`vault`]: envelope encryption of stored secrets (shared with the engine, which seals
 //!   what workers open).
@@ -35,6 +39,8 @@
 pub mod audit;
 pub mod config;
 pub mod error;
+pub mod metrics;
+pub mod telemetry;
 pub mod vault;
 
 mod budget;
@@ -48,4 +54,5 @@ mod step;
 pub use config::{ConfigError, WorkerConfig, nats_servers};
 pub use credentials::{ConnectionAccess, KIND as CONNECTION_KIND, aad as connection_aad};
 pub use error::WorkerError;
+pub use metrics::WorkerMetrics;
 pub use runtime::{run, run_with};

@@ -49,6 +49,10 @@ pub(crate) struct Shared {
     pub connections: crate::credentials::Resolver,
     /// How many steps are running; shutdown waits for zero.
     running: watch::Sender<usize>,
+    /// What this worker counts.
+    pub metrics: Arc<crate::metrics::WorkerMetrics>,
+    /// Whether every queue's consumer is bound, for `/readyz`.
+    readiness: Arc<crate::metrics::Readiness>,
 }
 
 /// Counts one step as running for as long as it lives, however its task ends.
@@ -57,6 +61,7 @@ struct Running(Arc<Shared>);
 impl Running {
     fn start(shared: &Arc<Shared>) -> Self {
         shared.running.send_modify(|n| *n += 1);
+        shared.metrics.in_flight.inc();
         Running(shared.clone())
     }
 }
@@ -64,6 +69,7 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.0.running.send_modify(|n| *n -= 1);
+        self.0.metrics.in_flight.dec();
     }
 }
 
@@ -127,6 +133,18 @@ pub async fn run_with(
     let share = concurrency.div_ceil(config.queues.len()).max(1);
     let queues = config.queues.clone();
     let outbound = config.allow_outbound.clone();
+    let metrics = Arc::new(crate::metrics::WorkerMetrics::new());
+    let readiness = Arc::new(crate::metrics::Readiness::new(
+        config.queues.len(),
+        client.clone(),
+    ));
+    let (stop_tx, stop) = watch::channel(false);
+    let metrics_listener = match config.metrics_addr {
+        Some(addr) => Some(
+            crate::metrics::serve(addr, metrics.clone(), readiness.clone(), stop.clone()).await?,
+        ),
+        None => None,
+    };
     let shared = Arc::new(Shared {
         http: connectors::http::new_client(outbound.clone()),
         holds: crate::holds::Holds::new(jetstream::new(client.clone())),
@@ -135,12 +153,13 @@ pub async fn run_with(
         client: client.clone(),
         config,
         cancellations,
-        connections: crate::credentials::Resolver::new(access, outbound),
+        connections: crate::credentials::Resolver::new(access, outbound, metrics.clone()),
         running: watch::channel(0).0,
+        metrics,
+        readiness,
     });
     let holds_follower = tokio::spawn(shared.holds.follower());
     let slots = Arc::new(Semaphore::new(concurrency));
-    let (stop_tx, stop) = watch::channel(false);
     let (abandon_tx, abandon) = watch::channel(false);
     events::Started {
         worker_id: &shared.config.worker_id,
@@ -149,10 +168,11 @@ pub async fn run_with(
     }
     .emit();
     let mut loops = Vec::new();
-    for queue in queues {
+    for (index, queue) in queues.into_iter().enumerate() {
         loops.push(tokio::spawn(
             Puller {
                 shared: shared.clone(),
+                index,
                 queue,
                 slots: slots.clone(),
                 share,
@@ -195,6 +215,9 @@ pub async fn run_with(
     }
     listener.abort();
     holds_follower.abort();
+    if let Some(metrics_listener) = metrics_listener {
+        let _ = metrics_listener.await;
+    }
     let _ = tokio::time::timeout(FLUSH_TIMEOUT, client.flush()).await;
     events::Stopped {
         worker_id: &shared.config.worker_id,
@@ -206,6 +229,8 @@ pub async fn run_with(
 /// The pull loop of one queue.
 struct Puller {
     shared: Arc<Shared>,
+    /// The queue's place in the configuration, for readiness.
+    index: usize,
     queue: String,
     slots: Arc<Semaphore>,
     share: usize,
@@ -219,9 +244,11 @@ impl Puller {
         // Set up (again, after a failed pull: the consumer or the stream may have been
         // recreated) and pull until the next failure.
         while let Some((consumer, heartbeat)) = self.consumer().await {
+            self.shared.readiness.set_bound(self.index, true);
             match self.pull(&consumer, heartbeat, &mut backoff).await {
                 Pulled::Stopped => return,
                 Pulled::Failed => {
+                    self.shared.readiness.set_bound(self.index, false);
                     if backoff.wait(&mut self.stop).await {
                         return;
                     }

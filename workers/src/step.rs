@@ -159,16 +159,29 @@ pub(crate) async fn handle(shared: &Shared, msg: jetstream::Message, heartbeat: 
         Ok(step) => step,
         Err(rejection) => return reject(&msg, &rejection).await,
     };
-    let traceparent = header(&msg, transport::TRACEPARENT_HEADER).map(str::to_owned);
+    let received = header(&msg, transport::TRACEPARENT_HEADER).map(str::to_owned);
+    let (connector, action) = step
+        .action
+        .split_once('.')
+        .unwrap_or((step.action.as_str(), ""));
     let span = tracing::info_span!(
-        "step",
+        "step.execute",
         run_id = %step.run_id,
         step_id = %step.step_id,
         item_index = step.item_index,
         attempt = step.attempt,
-        action = %step.action,
-        trace_id = traceparent.as_deref().and_then(trace_id),
+        workflow = header(&msg, transport::WORKFLOW_HEADER),
+        connector,
+        action,
+        trace_id = tracing::field::Empty,
     );
+    crate::telemetry::set_parent(&span, received.as_deref());
+    // With tracing on, outbound calls and the result carry this execution's context; with it
+    // off, the context the engine sent passes through unchanged.
+    let traceparent = crate::telemetry::traceparent_of(&span).or(received);
+    if let Some(id) = traceparent.as_deref().and_then(trace_id) {
+        span.record("trace_id", id);
+    }
     run_step(shared, &msg, step, traceparent, heartbeat)
         .instrument(span)
         .await;
@@ -196,6 +209,25 @@ async fn run_step(
 ) {
     let started = Instant::now();
     let started_at = Utc::now();
+    let connector = step
+        .action
+        .split_once('.')
+        .map_or(step.action.as_str(), |(c, _)| c)
+        .to_owned();
+    let action = step
+        .action
+        .split_once('.')
+        .map_or("", |(_, a)| a)
+        .to_owned();
+    events::StepStarted {
+        queued: (started_at - step.dispatched_at)
+            .to_std()
+            .unwrap_or_default(),
+        attempt: step.attempt,
+        connector: &connector,
+        metrics: &shared.metrics,
+    }
+    .emit();
     let mut cancel = shared.cancellations.watch(step.run_id);
     // Computed before the call: the input is handed to the action and not kept.
     let hold_subject = crate::holds::subject(&step);
@@ -206,10 +238,13 @@ async fn run_step(
         // The provider told another worker to slow down: give the step back to JetStream for
         // the rest of the hold instead of calling. No attempt is used up and this slot is free.
         let _ = msg.ack_with(AckKind::Nak(Some(wait))).await;
-        tracing::info!(
-            wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-            "held by a fleet-wide rate limit"
-        );
+        events::RateLimitHold {
+            connection: step.connection_id,
+            wait,
+            set: false,
+            metrics: &shared.metrics,
+        }
+        .emit();
         return;
     }
     let outcome = if cancel.is_cancelled() {
@@ -248,6 +283,13 @@ async fn run_step(
         && let Some(subject) = &hold_subject
     {
         shared.holds.hold(subject, Duration::from_millis(ms)).await;
+        events::RateLimitHold {
+            connection: step.connection_id,
+            wait: Duration::from_millis(ms),
+            set: true,
+            metrics: &shared.metrics,
+        }
+        .emit();
     }
     let result = StepResult {
         v: ENVELOPE_VERSION,
@@ -272,6 +314,9 @@ async fn run_step(
             events::StepFinished {
                 outcome: &outcome,
                 elapsed: started.elapsed(),
+                connector: &connector,
+                action: &action,
+                metrics: &shared.metrics,
             }
             .emit();
         }

@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode, Url};
+use tracing::Instrument as _;
 
 pub use classify::{Classification, Failure, NoQuirks, Quirks, Verdict, classify};
 pub use outbound::{OutboundPolicy, Refused};
@@ -162,10 +163,24 @@ impl Client {
         self.policy
             .check_url(request.url())
             .map_err(Failure::Refused)?;
-        self.inner
+        // Method, host and status only: a URL's path and query, headers and bodies may hold
+        // credentials or personal data, and spans leave the process.
+        let span = tracing::info_span!(
+            "http.request",
+            method = %request.method(),
+            host = request.url().host_str().unwrap_or_default(),
+            status = tracing::field::Empty,
+        );
+        let answer = self
+            .inner
             .execute(request)
+            .instrument(span.clone())
             .await
-            .map_err(|e| Failure::from_reqwest(&e))
+            .map_err(|e| Failure::from_reqwest(&e));
+        if let Ok(response) = &answer {
+            span.record("status", response.status().as_u16());
+        }
+        answer
     }
 }
 

@@ -355,6 +355,11 @@ async fn start_run(
             // (`webhook:…`, `event:…`, `schedule:…`).
             idempotency_key: key.map(|k| format!("api:{k}")),
             trigger,
+            // An authenticated caller's trace continues into the run.
+            traceparent: headers
+                .get(transport::TRACEPARENT_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
         })
         .await?;
     let status = if started.created {
@@ -712,44 +717,58 @@ async fn delete_secret(
     }
 }
 
-/// Prometheus text exposition of the engine's counters.
+/// The engine's metrics (see [`crate::metrics`]), with the gauges sampled now.
 async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
-    use crate::triggers::webhook::Reason;
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP switchyard_webhook_deliveries_total Webhook deliveries by outcome.\n# TYPE switchyard_webhook_deliveries_total counter"
-    );
-    let _ = writeln!(
-        out,
-        "switchyard_webhook_deliveries_total{{outcome=\"accepted\"}} {}",
-        s.hooks.accepted()
-    );
-    let _ = writeln!(
-        out,
-        "switchyard_webhook_deliveries_total{{outcome=\"duplicate\"}} {}",
-        s.hooks.duplicates()
-    );
-    let _ = writeln!(
-        out,
-        "# HELP switchyard_webhook_rejections_total Webhook deliveries refused, by reason.\n# TYPE switchyard_webhook_rejections_total counter"
-    );
-    for reason in Reason::ALL {
-        let _ = writeln!(
-            out,
-            "switchyard_webhook_rejections_total{{reason=\"{}\"}} {}",
-            reason.as_str(),
-            s.hooks.rejected(reason)
-        );
-    }
+    sample_gauges(&s).await;
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
+            crate::metrics::CONTENT_TYPE,
         )],
-        out,
+        crate::metrics::engine().encode(&s.hooks),
     )
+}
+
+/// How long a scrape waits for the database and JetStream before serving the last samples.
+const SAMPLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Samples the outbox backlog and every consumer's pending counts. A part that cannot be
+/// read in time keeps its previous value: a scrape never fails for it.
+async fn sample_gauges(s: &Shared) {
+    use futures::StreamExt as _;
+    let metrics = crate::metrics::engine();
+    if let Ok(Ok(n)) = tokio::time::timeout(SAMPLE_TIMEOUT, store::outbox_backlog(&s.db)).await {
+        metrics
+            .outbox_backlog
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+    let js = async_nats::jetstream::new(s.nats.clone());
+    let consumers = async {
+        for name in [
+            transport::STEPS_STREAM,
+            transport::RESULTS_STREAM,
+            transport::EVENTS_STREAM,
+        ] {
+            let Ok(stream) = js.get_stream(name).await else {
+                continue;
+            };
+            let mut infos = stream.consumers();
+            while let Some(Ok(info)) = infos.next().await {
+                let label = crate::metrics::ConsumerLabel {
+                    consumer: info.name.clone(),
+                };
+                metrics
+                    .consumer_pending
+                    .get_or_create(&label)
+                    .set(i64::try_from(info.num_pending).unwrap_or(i64::MAX));
+                metrics
+                    .consumer_ack_pending
+                    .get_or_create(&label)
+                    .set(i64::try_from(info.num_ack_pending).unwrap_or(i64::MAX));
+            }
+        }
+    };
+    let _ = tokio::time::timeout(SAMPLE_TIMEOUT, consumers).await;
 }
 
 impl From<ConnectionError> for ApiError {

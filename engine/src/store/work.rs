@@ -430,19 +430,21 @@ pub(crate) struct Writes {
 }
 
 impl Writes {
-    /// Adds a message to the outbox; a message id already there is left alone when written.
+    /// Adds a message to the outbox, with extra NATS `headers` (a JSON object of strings); a
+    /// message id already there is left alone when written.
     fn enqueue<T: serde::Serialize>(
         &mut self,
         subject: String,
         msg_id: String,
         body: &T,
+        headers: Value,
         now: DateTime<Utc>,
     ) {
         self.outbox.push(outbox::ActiveModel {
             subject: Set(subject),
             msg_id: Set(msg_id),
             payload: Set(serde_json::to_string(body).unwrap_or_default()),
-            headers: Set(json!({})),
+            headers: Set(headers),
             created_at: Set(now),
             sent_at: Set(None),
             ..Default::default()
@@ -617,11 +619,34 @@ pub(crate) async fn resolve_connections<'a, C: ConnectionTrait>(
 }
 
 /// Writes everything the transition changed. Step rows go first: attempts refer to them.
+/// Runs a transition ended, to be counted once its transaction has committed.
+#[derive(Debug, Default)]
+#[must_use = "count the finished runs after the commit"]
+pub(crate) struct Finished(Vec<RunStatus>);
+
+impl Finished {
+    /// Counts the runs in `switchyard_runs_finished_total`.
+    pub(crate) fn count(self) {
+        let metrics = crate::metrics::engine();
+        for status in self.0 {
+            metrics.run_finished(&status_word(&status));
+        }
+    }
+}
+
+/// The word a status serializes to (`succeeded`, `timed_out`, …), for metric labels.
+pub(crate) fn status_word<T: serde::Serialize + std::fmt::Debug>(status: &T) -> String {
+    match serde_json::to_value(status) {
+        Ok(Value::String(word)) => word,
+        _ => format!("{status:?}"),
+    }
+}
+
 pub(crate) async fn flush<'a>(
     tx: &DatabaseTransaction,
     works: impl IntoIterator<Item = &'a RunWork>,
     writes: Writes,
-) -> Result<(), StoreError> {
+) -> Result<Finished, StoreError> {
     let works: Vec<&RunWork> = works.into_iter().collect();
     let changed: Vec<step_instance::Model> = works
         .iter()
@@ -675,8 +700,10 @@ pub(crate) async fn flush<'a>(
     crate::audit::append(tx, audit).await?;
     insert_new(tx, &events, OnConflict::column(event::Column::Id)).await?;
     insert_new(tx, &messages, OnConflict::column(outbox::Column::MsgId)).await?;
+    let mut finished = Finished::default();
     for work in works {
         if let Some(finish) = &work.finish {
+            finished.0.push(finish.status);
             run::Entity::update_many()
                 .col_expr(run::Column::Status, Expr::value(finish.status))
                 .col_expr(run::Column::Outputs, Expr::value(finish.outputs.clone()))
@@ -695,7 +722,7 @@ pub(crate) async fn flush<'a>(
                 .await?;
         }
     }
-    Ok(())
+    Ok(finished)
 }
 
 /// Inserts rows in multi-row statements, leaving alone any that conflicts on `key`.
@@ -875,7 +902,13 @@ pub(crate) fn system_event(
         depth: Set(i32::try_from(envelope.depth).unwrap_or(i32::MAX)),
         created_at: Set(now),
     });
-    writes.enqueue(transport::event_subject(name), key, &envelope, now);
+    writes.enqueue(
+        transport::event_subject(name),
+        key,
+        &envelope,
+        json!({}),
+        now,
+    );
 }
 
 /// Records an `emit` step's event, queues it for the events stream, and completes the step.
@@ -915,6 +948,7 @@ fn emit(
         transport::event_subject(&name),
         event_id.clone(),
         &envelope,
+        json!({}),
         now,
     );
     work.upsert_step(&step_id, NO_ITEM, now, |m| {
@@ -958,10 +992,24 @@ pub(crate) fn dispatch(
         .as_deref()
         .or(workflow.queue.as_deref())
         .unwrap_or(transport::DEFAULT_QUEUE);
+    // The run's trace context, so the dispatch span joins the run's trace whichever engine
+    // publishes the row; the workflow's name, for the worker's span.
+    let mut headers = serde_json::Map::new();
+    if let Some(traceparent) = &run.traceparent {
+        headers.insert(
+            transport::TRACEPARENT_HEADER.into(),
+            traceparent.clone().into(),
+        );
+    }
+    headers.insert(
+        transport::WORKFLOW_HEADER.into(),
+        run.workflow_name.clone().into(),
+    );
     writes.enqueue(
         transport::step_subject(queue),
         message.msg_id(),
         &message,
+        Value::Object(headers),
         now,
     );
 }

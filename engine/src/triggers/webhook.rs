@@ -263,6 +263,9 @@ async fn deliver(
             input: Value::Null,
             idempotency_key: delivery_id.map(|id| format!("webhook:{trigger_id}:{id}")),
             trigger,
+            // A sender's `traceparent` is not trusted as the run's parent: the run's trace
+            // starts here.
+            traceparent: None,
         })
         .await?;
     Ok((started.run_id, started.created))

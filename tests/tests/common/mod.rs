@@ -56,6 +56,8 @@ pub struct Fake {
     pub limited_at: Mutex<Vec<std::time::Instant>>,
     /// When each request to `/stamp` arrived.
     pub stamped_at: Mutex<Vec<std::time::Instant>>,
+    /// The `traceparent` header of each request to `/traced` (empty when it had none).
+    pub traceparents: Mutex<Vec<String>>,
 }
 
 impl Fake {
@@ -162,6 +164,24 @@ pub async fn start_fake() -> Result<(SocketAddr, Arc<Fake>)> {
                     .push(std::time::Instant::now());
                 Json(json!({ "ok": true }))
             }),
+        )
+        .route(
+            "/traced",
+            get(
+                |State(f): State<Arc<Fake>>, headers: axum::http::HeaderMap| async move {
+                    f.hits.fetch_add(1, Ordering::SeqCst);
+                    let traceparent = headers
+                        .get("traceparent")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    f.traceparents
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(traceparent);
+                    Json(json!({ "ok": true }))
+                },
+            ),
         )
         .route(
             "/bad",

@@ -39,6 +39,9 @@ pub struct Model {
     pub deadline_at: Option<DateTimeUtc>,
     /// Last change.
     pub updated_at: DateTimeUtc,
+    /// W3C `traceparent` of the span that started the run, parent of every step's dispatch
+    /// span; `None` when tracing was off.
+    pub traceparent: Option<String>,
 }
 
 /// A run has step instances.

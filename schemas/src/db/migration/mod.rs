@@ -18,6 +18,7 @@ mod m20261201_000005_audit;
 mod m20261201_000006_oauth;
 mod m20261201_000007_approvals;
 mod m20261202_000008_connection_settings;
+mod m20261202_000010_trace_context;
 
 /// Key of the PostgreSQL advisory lock that serializes migrations between engine copies
 /// (the bytes of `"swyd.mig"`; any fixed value other software on the server does not use).
@@ -57,6 +58,7 @@ fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(m20261201_000006_oauth::Migration),
         Box::new(m20261201_000007_approvals::Migration),
         Box::new(m20261202_000008_connection_settings::Migration),
+        Box::new(m20261202_000010_trace_context::Migration),
     ]
 }
 
