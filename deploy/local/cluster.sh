@@ -72,10 +72,11 @@ http_ok() {
     [[ $line == *" 200 "* ]]
 }
 
-# wait_for SECONDS WHAT COMMAND...: polls COMMAND every 0.2 s until it succeeds.
+# wait_for SECONDS COMMAND...: polls COMMAND every 0.2 s until it succeeds; fails once SECONDS
+# have passed.
 wait_for() {
-    local within=$1 what=$2 deadline
-    shift 2
+    local within=$1 deadline
+    shift
     deadline=$((SECONDS + within))
     until "$@" 2>/dev/null; do
         ((SECONDS < deadline)) || return 1
@@ -91,7 +92,10 @@ running() {
     local pid
     pid=$(pid_of "$1") || return 1
     [[ -n $pid && -r /proc/$pid/cmdline ]] || return 1
-    tr '\0' ' ' </proc/"$pid"/cmdline | grep -q -e switchyard -e nats-server
+    # Read whole, not piped into `grep -q`: grep leaving early would fail the pipeline.
+    local cmdline
+    cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+    [[ $cmdline == *switchyard* || $cmdline == *nats-server* ]]
 }
 
 not_running() { ! running "$1"; }
@@ -121,7 +125,7 @@ signal_and_wait() {
     kill "-$signal" "$pid" 2>/dev/null || true
     # `running`, not `kill -0`: an exited process whose parent has not reaped it still
     # answers `kill -0`, but has no command line any more.
-    if ! wait_for "$within" "$name to exit" not_running "$name"; then
+    if ! wait_for "$within" not_running "$name"; then
         say "$name did not exit within ${within}s; killing it"
         kill -KILL "$pid" 2>/dev/null || true
     fi
@@ -182,7 +186,7 @@ start_nats() {
     # /healthz without `js-enabled-only` answers 200 only once JetStream on that node is
     # current with an elected meta leader, that is, once the cluster has formed.
     for i in 0 1 2; do
-        wait_for "$ready_within" "nats-$i" http_ok "${monitors[i]}" /healthz \
+        wait_for "$ready_within" http_ok "${monitors[i]}" /healthz \
             || die "nats-$i did not become healthy within ${ready_within}s; see $state/logs/nats-$i.log"
     done
     say "NATS cluster formed: $nats_url"
@@ -195,7 +199,7 @@ start_postgres() {
         say "PostgreSQL: using DATABASE_URL"
         return
     fi
-    local pg_bin pg_root port attempt as_postgres=()
+    local pg_bin pg_root port as_postgres=()
     export PATH="$PATH:/usr/sbin:/sbin"
     pg_bin=$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin 2>/dev/null | sort -V | tail -n1)
     [[ -n $pg_bin ]] || pg_bin=$(dirname "$(command -v initdb)") \
@@ -214,7 +218,7 @@ start_postgres() {
         --encoding=UTF8 --locale=C --no-sync) >"$state/logs/initdb.log" 2>&1 \
         || die "initdb failed; see $state/logs/initdb.log"
     # PostgreSQL cannot pick its own port: try free ones until one binds.
-    for attempt in 1 2 3 4 5; do
+    for _ in 1 2 3 4 5; do
         port=$(free_port)
         if (cd "$pg_root" && "${as_postgres[@]}" "$pg_bin/pg_ctl" -D data -l postgres.log -w -t 60 \
             -o "-p $port -h 127.0.0.1 -k $pg_root/socket -c max_connections=300" start) \
@@ -261,7 +265,7 @@ start_engines() {
             SWITCHYARD_MASTER_KEY_FILE="$state/master.key" SWITCHYARD_STREAM_REPLICAS=3 \
             SWITCHYARD_LOG_FORMAT=text RUST_LOG="${RUST_LOG:-info}" \
             "$bin" engine --listen 127.0.0.1:0
-        wait_for "$ready_within" "engine-$i" alive_and engine_ready "engine-$i" \
+        wait_for "$ready_within" alive_and engine_ready "engine-$i" \
             || die "engine-$i did not become ready within ${ready_within}s; see $state/logs/engine-$i.log"
         running "engine-$i" || die "engine-$i exited; see $state/logs/engine-$i.log"
         addr=$(engine_addr "engine-$i")
@@ -286,7 +290,7 @@ add_worker() {
         SWITCHYARD_MASTER_KEY_FILE="$state/master.key" \
         SWITCHYARD_LOG_FORMAT=text RUST_LOG="${RUST_LOG:-info}" \
         "$bin" worker --worker-id "$name"
-    wait_for "$ready_within" "$name" alive_and worker_ready "$name" \
+    wait_for "$ready_within" alive_and worker_ready "$name" \
         || die "$name did not start pulling within ${ready_within}s; see $state/logs/$name.log"
     running "$name" || die "$name exited; see $state/logs/$name.log"
     echo "$name"
@@ -363,12 +367,14 @@ dump_logs() {
 # Stops every process in the reverse order of start: workers drain first, then engines, then
 # NATS and PostgreSQL; then removes the state.
 down_all() {
-    local file name pg_root pg_bin as_postgres=() pids=()
+    local file name pg_root pg_bin as_postgres=()
     for file in "$state"/pids/worker-*.pid; do
         [[ -e $file ]] || continue
         name=$(basename "$file" .pid)
         # All at once: each drains on its own.
-        running "$name" && kill -TERM "$(pid_of "$name")" 2>/dev/null || true
+        if running "$name"; then
+            kill -TERM "$(pid_of "$name")" 2>/dev/null || true
+        fi
     done
     for file in "$state"/pids/worker-*.pid "$state"/pids/engine-*.pid "$state"/pids/nats-*.pid; do
         [[ -e $file ]] || continue
