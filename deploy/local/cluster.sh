@@ -257,8 +257,8 @@ engine_ready() {
 start_engines() {
     local i urls=() addr
     # One after the other: two engines declaring the same three-replica streams at the same
-    # moment can see one declaration time out (`jetstream request timed out`) and that engine
-    # exit; once the streams exist, engines start in any order.
+    # moment were seen to have one declaration time out (`jetstream request timed out`) and
+    # that engine exit; once the streams exist, engines start in any order.
     for i in 1 2; do
         # Port 0: the engine takes a free port and logs it, so two never clash.
         spawn "engine-$i" env NATS_URL="$nats_url" DATABASE_URL="$database_url" \
