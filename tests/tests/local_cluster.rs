@@ -77,11 +77,12 @@ impl LocalCluster {
             .context("running deploy/local/cluster.sh")?;
         if !output.status.success() {
             bail!(
-                "cluster.sh {} failed ({}):\n{}{}",
+                "cluster.sh {} failed ({}):\n{}{}{}",
                 args.join(" "),
                 output.status,
                 String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
+                String::from_utf8_lossy(&output.stderr),
+                self.logs_tail()
             );
         }
         Ok(String::from_utf8(output.stdout)?.trim().to_owned())
@@ -101,6 +102,35 @@ impl LocalCluster {
             url: self.setting(&format!("ENGINE_{n}_URL"))?.to_owned(),
             http: authed_client(token.trim())?,
         })
+    }
+
+    /// The end of every process's log, for a failure's message (the state is removed when
+    /// the cluster is dropped).
+    fn logs_tail(&self) -> String {
+        let mut out = String::new();
+        let Ok(entries) = std::fs::read_dir(self.state.join("logs")) else {
+            return out;
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(".log")
+                    .map(str::to_owned)
+            })
+            .collect();
+        names.sort();
+        for name in names {
+            let log = self.log(&name);
+            let lines: Vec<&str> = log.lines().collect();
+            out.push_str(&format!("\n--- {name} (last 15 lines)\n"));
+            for line in &lines[lines.len().saturating_sub(15)..] {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
     }
 
     fn log(&self, name: &str) -> String {
@@ -295,11 +325,14 @@ async fn a_thousand_runs_complete_while_workers_are_added_and_removed() -> Resul
     apis[0].apply(&chain("small", STEPS, provider_addr)).await?;
 
     let started = Instant::now();
-    // Started through both engines, 32 at a time, while the fleet changes below.
+    // Started through both engines, 32 at a time, while the fleet changes below. A start that
+    // fails is kept to end the waits below at once with its error.
+    let start_failed = Arc::new(Mutex::new(None::<String>));
     let starts = {
         let apis = apis.clone();
+        let start_failed = start_failed.clone();
         tokio::spawn(async move {
-            futures::stream::iter(0..RUNS)
+            let started = futures::stream::iter(0..RUNS)
                 .map(|i| {
                     let api = apis[i % 2].clone();
                     async move {
@@ -309,8 +342,18 @@ async fn a_thousand_runs_complete_while_workers_are_added_and_removed() -> Resul
                 })
                 .buffer_unordered(32)
                 .try_collect::<Vec<_>>()
-                .await
+                .await;
+            if let Err(e) = &started {
+                *start_failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("{e:#}"));
+            }
+            started
         })
+    };
+    let failed_start = || {
+        start_failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     };
 
     // Scale out by two at 10% and 25% of the steps, then in by two of the first workers
@@ -322,12 +365,21 @@ async fn a_thousand_runs_complete_while_workers_are_added_and_removed() -> Resul
         (40, ["worker", "remove", "worker-1"]),
         (55, ["worker", "remove", "worker-2"]),
     ] {
-        wait_until(
-            || async { provider.total() * 100 >= TOTAL * share },
+        let progressed = wait_until(
+            || async { failed_start().is_some() || provider.total() * 100 >= TOTAL * share },
             Duration::from_secs(120),
         )
-        .await
-        .with_context(|| format!("{share}% of the steps ran"))?;
+        .await;
+        if let Some(error) = failed_start() {
+            bail!("starting a run failed: {error}");
+        }
+        progressed.with_context(|| {
+            format!(
+                "{share}% of the steps ran (so far {}){}",
+                provider.total(),
+                cluster.logs_tail()
+            )
+        })?;
         let args: Vec<&str> = args.into_iter().filter(|a| !a.is_empty()).collect();
         changes.push(cluster.script(&args, &[]).await?);
     }
@@ -344,12 +396,6 @@ async fn a_thousand_runs_complete_while_workers_are_added_and_removed() -> Resul
 
     let runs = starts.await??;
     ensure!(runs.len() == RUNS);
-    wait_until(
-        || async { provider.total() >= TOTAL },
-        Duration::from_secs(120),
-    )
-    .await
-    .with_context(|| format!("{} of {TOTAL} steps ran", provider.total()))?;
 
     // Every run succeeded, each step once, read back through both engines.
     let workers_seen = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
@@ -358,7 +404,7 @@ async fn a_thousand_runs_complete_while_workers_are_added_and_removed() -> Resul
             let api = apis[(i + 1) % 2].clone();
             let seen = workers_seen.clone();
             async move {
-                let run = api.finished(&id, Duration::from_secs(60)).await?;
+                let run = api.finished(&id, Duration::from_secs(120)).await?;
                 check_recorded_once(&run, STEPS).with_context(|| format!("run {i}"))?;
                 for step in run["steps"].as_array().into_iter().flatten() {
                     let worker = step["history"][0]["worker"].as_str().unwrap_or_default();
@@ -373,7 +419,14 @@ async fn a_thousand_runs_complete_while_workers_are_added_and_removed() -> Resul
         })
         .buffer_unordered(16)
         .try_collect::<Vec<()>>()
-        .await?;
+        .await
+        .with_context(|| {
+            format!(
+                "{} of {TOTAL} steps reached the provider{}",
+                provider.total(),
+                cluster.logs_tail()
+            )
+        })?;
     let elapsed = started.elapsed();
 
     // No step executed twice: removed workers drained, none was killed mid-step.
