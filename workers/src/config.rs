@@ -128,6 +128,21 @@ pub enum ConfigError {
 }
 
 impl WorkerConfig {
+    /// The longest a worker takes to stop once told to: [`drain_timeout`](Self::drain_timeout)
+    /// for the steps in flight, then a few seconds for abandoned steps to let go and for
+    /// what is buffered to reach NATS. A supervisor (Kubernetes'
+    /// `terminationGracePeriodSeconds`, compose's `stop_grace_period`) should wait longer
+    /// than this before killing the process, or steps that were about to finish are
+    /// redelivered.
+    ///
+    /// ```
+    /// let config = workers::WorkerConfig::default();
+    /// assert!(config.longest_shutdown() > config.drain_timeout);
+    /// ```
+    pub fn longest_shutdown(&self) -> Duration {
+        self.drain_timeout + crate::runtime::ABANDON_GRACE + crate::runtime::FLUSH_TIMEOUT
+    }
+
     /// Checks the configuration as a whole; [`run`](crate::run) calls this first.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.queues.is_empty() {

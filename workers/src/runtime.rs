@@ -27,9 +27,9 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest pause between tries to reach the stream or to pull.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// After the drain timeout, how long abandoned steps get to let go of their slots.
-const ABANDON_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const ABANDON_GRACE: Duration = Duration::from_secs(5);
 /// How long shutdown waits to send what is still buffered (negative acks, terminations).
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What every step task of a worker shares.
 #[derive(Debug)]
