@@ -219,15 +219,6 @@ async fn run_step(
         .split_once('.')
         .map_or("", |(_, a)| a)
         .to_owned();
-    events::StepStarted {
-        queued: (started_at - step.dispatched_at)
-            .to_std()
-            .unwrap_or_default(),
-        attempt: step.attempt,
-        connector: &connector,
-        metrics: &shared.metrics,
-    }
-    .emit();
     let mut cancel = shared.cancellations.watch(step.run_id);
     // Computed before the call: the input is handed to the action and not kept.
     let hold_subject = crate::holds::subject(&step);
@@ -247,6 +238,16 @@ async fn run_step(
         .emit();
         return;
     }
+    // After the hold check: a step given back for a hold has not started.
+    events::StepStarted {
+        queued: (started_at - step.dispatched_at)
+            .to_std()
+            .unwrap_or_default(),
+        attempt: step.attempt,
+        connector: &connector,
+        metrics: &shared.metrics,
+    }
+    .emit();
     let outcome = if cancel.is_cancelled() {
         failed(
             ErrorCode::Cancelled,
