@@ -196,7 +196,9 @@ pub async fn run(
         .connect(workers::nats_servers(&config.nats_url))
         .await?;
     let js = jetstream::new(nats.clone());
-    let topo = topology::ensure(&js, config.stream_replicas).await?;
+    // A cluster still forming answers JetStream requests late; wait for it a minute.
+    let topo =
+        topology::ensure_patiently(&js, config.stream_replicas, Duration::from_secs(60)).await?;
     let listener =
         TcpListener::bind(config.listen)
             .await

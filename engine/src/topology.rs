@@ -39,6 +39,46 @@ pub enum TopologyError {
     },
 }
 
+impl TopologyError {
+    /// Whether asking again may succeed: the server did not answer in time, or JetStream was
+    /// not available yet (a cluster still electing its meta leader, a node still starting).
+    pub fn is_transient(&self) -> bool {
+        use jetstream::context::CreateStreamErrorKind as S;
+        use jetstream::stream::ConsumerErrorKind as C;
+        match self {
+            TopologyError::Stream { source, .. } => {
+                matches!(source.kind(), S::TimedOut | S::JetStreamUnavailable)
+            }
+            TopologyError::Consumer { source, .. } => {
+                matches!(source.kind(), C::TimedOut | C::Request)
+            }
+        }
+    }
+}
+
+/// [`ensure`], asked again with backoff (250 ms doubling to 5 s) while its failure is
+/// transient, for up to `within`: engines started together against a cluster that is still
+/// forming see JetStream requests time out, and should wait for it rather than exit.
+pub async fn ensure_patiently(
+    js: &jetstream::Context,
+    replicas: usize,
+    within: Duration,
+) -> Result<Topology, TopologyError> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match ensure(js, replicas).await {
+            Err(e) if e.is_transient() && tokio::time::Instant::now() + delay < deadline => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64,
+                    "declaring the JetStream streams failed; asking again");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The streams and the shared results consumer.
 #[derive(Debug)]
 pub struct Topology {
