@@ -95,7 +95,9 @@ running() {
     # Read whole, not piped into `grep -q`: grep leaving early would fail the pipeline.
     local cmdline
     cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
-    [[ $cmdline == *switchyard* || $cmdline == *nats-server* ]]
+    # Right after `spawn` the child may not have exec'ed its program yet, and still carries
+    # this script's command line.
+    [[ $cmdline == *switchyard* || $cmdline == *nats-server* || $cmdline == *cluster.sh* ]]
 }
 
 not_running() { ! running "$1"; }
