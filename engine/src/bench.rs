@@ -382,13 +382,7 @@ async fn steady_rate(db: &DatabaseConnection, ids: &[Uuid]) -> Result<f64, Bench
             .map_err(setup)?;
         finished.extend(rows.into_iter().filter_map(|r| r.finished_at));
     }
-    finished.sort();
-    if finished.len() < 10 {
-        return Err(BenchError::Run("too few steps to measure a rate".into()));
-    }
-    let (lo, hi) = (finished.len() / 10, finished.len() * 9 / 10);
-    let window = (finished[hi] - finished[lo]).to_std().unwrap_or_default();
-    Ok((hi - lo) as f64 / window.as_secs_f64().max(1e-6))
+    remote::middle_rate(finished)
 }
 
 /// A workflow of `steps` `http.request` calls to `url`, each needing the one before it.
