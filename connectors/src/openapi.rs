@@ -350,10 +350,7 @@ impl Importer<'_> {
                 self.body(&rb, &here, verb)
             }
         };
-        if let Some(b) = &body
-            && parameters.iter().any(|p| p.name == tool::BODY_FIELD)
-        {
-            let _ = b;
+        if body.is_some() && parameters.iter().any(|p| p.name == tool::BODY_FIELD) {
             self.warn(
                 format!("{at}.parameters"),
                 "a parameter named `body` is not imported: `body` is the input of the JSON body",

@@ -1158,8 +1158,10 @@ async fn rotate_key(
 async fn apply(remote: &Remote, file: &PathBuf) -> Result<ExitCode, ClientError> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| ClientError::Usage(format!("{}: {e}", file.display())))?;
-    // Validate locally first so problems are reported against the file name.
-    let wf = match schemas::validate::validate(&text, &Registry::builtin()) {
+    // Validate locally first so problems are reported against the file name, against the
+    // engine's catalog: the built-ins and the workspace's custom tools.
+    let catalog = engine_catalog(remote).await?;
+    let wf = match schemas::validate::validate(&text, &catalog) {
         Ok(wf) => wf,
         Err(problems) => {
             for p in &problems.0 {
@@ -1264,6 +1266,37 @@ async fn show(remote: &Remote, id: &str) -> Result<ExitCode, ClientError> {
     let run = remote.client().get(&format!("/v1/runs/{id}")).await?;
     println!("{}", serde_json::to_string_pretty(&run).unwrap_or_default());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The connectors a running engine offers the caller's workspace (`GET /v1/connectors`),
+/// custom tools included, as the validator reads them.
+async fn engine_catalog(remote: &Remote) -> Result<schemas::catalog::StaticCatalog, ClientError> {
+    use schemas::catalog::{ActionInfo, ConnectorInfo, SideEffect};
+    let answer = remote.client().get("/v1/connectors").await?;
+    let list = answer["connectors"].as_array().cloned().unwrap_or_default();
+    let connectors = list
+        .iter()
+        .filter_map(|c| {
+            Some(ConnectorInfo {
+                name: c["name"].as_str()?.to_owned(),
+                requires_connection: c["requires_connection"].as_bool().unwrap_or(true),
+                actions: c["actions"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|a| {
+                        Some(ActionInfo {
+                            name: a["name"].as_str()?.to_owned(),
+                            side_effect: serde_json::from_value::<SideEffect>(
+                                a["side_effect"].clone(),
+                            )
+                            .ok()?,
+                        })
+                    })
+                    .collect(),
+            })
+        })
+        .collect();
+    Ok(schemas::catalog::StaticCatalog(connectors))
 }
 
 /// Validates each file, printing problems to `out` and read failures to `err`.

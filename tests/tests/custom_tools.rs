@@ -460,11 +460,27 @@ async fn a_destructive_custom_action_waits_for_approval() -> Result<()> {
     )
     .await?;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    stack
-        .apply(
-            "name: tidy\nsteps:\n  - { id: drop, action: notes.delete_note, with: { id: n1 } }\n",
-        )
+    // `switchyard apply` checks the file against the engine's catalog, custom tools included.
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("tidy.yaml");
+    std::fs::write(
+        &file,
+        "name: tidy\nsteps:\n  - { id: drop, action: notes.delete_note, with: { id: n1 } }\n",
+    )?;
+    let out = tokio::process::Command::new(common::switchyard_bin()?)
+        .arg("apply")
+        .arg(&file)
+        .env("SWITCHYARD_URL", &stack.api)
+        .env("SWITCHYARD_TOKEN", &stack.token)
+        .env("RUST_LOG", "warn")
+        .output()
         .await?;
+    ensure!(
+        out.status.success(),
+        "switchyard apply: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (_, run) = stack.start_run("tidy", json!({}), None).await?;
     switchyard_tests::wait_until(
         || async {
