@@ -238,18 +238,7 @@ async fn scenarios(local: &Local, options: &BenchOptions) -> Result<Vec<Row>, Be
     let mut rows = Vec::new();
 
     // Baseline: the no-op call alone.
-    let client = reqwest::Client::new();
-    let mut call = Vec::new();
-    for _ in 0..200 {
-        let t = Instant::now();
-        client.get(&url).send().await.map_err(setup)?;
-        call.push(t.elapsed());
-    }
-    rows.push(Row {
-        name: "no-op HTTP call alone (p50)".into(),
-        value: ms(percentile(&mut call, 50.0)),
-        target: "baseline".into(),
-    });
+    rows.push(noop_baseline(&url, "no-op HTTP call alone (p50)").await?);
 
     // 1. Per-step overhead.
     let chain = chain_definition("bench-chain", 10, &url);
@@ -266,32 +255,16 @@ async fn scenarios(local: &Local, options: &BenchOptions) -> Result<Vec<Row>, Be
     let warm = start(api, "bench-chain", json!({})).await?;
     wait_done(db, &[warm]).await?;
     for _ in 0..options.chains {
-        let started = Instant::now();
         let run = start(api, "bench-chain", json!({})).await?;
         wait_done(db, &[run]).await?;
         let (r, steps, _) = store::get_run(db, ws, run)
             .await
             .map_err(setup)?
             .ok_or_else(|| BenchError::Run("run vanished".into()))?;
-        let mut finished: Vec<_> = steps.iter().filter_map(|s| s.finished_at).collect();
-        finished.sort();
-        let mut prev = r.created_at;
-        for f in finished {
-            gaps.push((f - prev).to_std().unwrap_or_default());
-            prev = f;
-        }
-        let _ = started;
+        let finished = steps.iter().filter_map(|s| s.finished_at).collect();
+        push_gaps(&mut gaps, r.created_at, finished);
     }
-    rows.push(Row {
-        name: "per-step overhead, 10-step chain, 1 run in flight (p50)".into(),
-        value: ms(percentile(&mut gaps, 50.0)),
-        target: "≤ 5 ms".into(),
-    });
-    rows.push(Row {
-        name: "per-step overhead, 10-step chain, 1 run in flight (p99)".into(),
-        value: ms(percentile(&mut gaps, 99.0)),
-        target: "≤ 20 ms".into(),
-    });
+    rows.extend(overhead_rows(&mut gaps));
 
     // 2. Sustained throughput: many chains in flight, started by several clients at once.
     let started = Instant::now();
@@ -304,43 +277,102 @@ async fn scenarios(local: &Local, options: &BenchOptions) -> Result<Vec<Row>, Be
         .collect::<Result<_, _>>()?;
     wait_done(db, &ids).await?;
     let elapsed = started.elapsed();
-    let steps = options.runs * 10;
-    rows.push(Row {
-        name: format!(
-            "throughput: {} runs × 10 steps, first start to last finish",
-            options.runs
-        ),
-        value: format!("{:.0} steps/s", steps as f64 / elapsed.as_secs_f64()),
-        target: "".into(),
-    });
-    rows.push(Row {
-        name: format!(
-            "sustained: {} runs × 10 steps, middle 80% of steps",
-            options.runs
-        ),
-        value: format!("{:.0} steps/s", steady_rate(db, &ids).await?),
-        target: "≥ 1,500 steps/s".into(),
-    });
+    rows.extend(throughput_rows(
+        options.runs,
+        elapsed,
+        steady_rate(db, &ids).await?,
+    ));
 
     // 3. Fan-out and join.
-    apply(
-        db,
-        &format!("name: bench-fan\nsteps:\n  - {{ id: each, for_each: \"{{{{ inputs.items }}}}\", max_parallel: 1000, action: http.request, with: {{ url: \"{url}\" }} }}\n"),
-    )
-    .await?;
+    apply(db, &fan_definition("bench-fan", &url)).await?;
     let items: Vec<usize> = (0..options.items).collect();
     let started = Instant::now();
     let run = start(api, "bench-fan", json!({ "items": items })).await?;
     wait_done(db, &[run]).await?;
-    rows.push(Row {
-        name: format!("{}-item for_each, start to join", options.items),
-        value: ms(started.elapsed()),
-        target: "≤ 2 s".into(),
-    });
+    rows.push(fan_row(options.items, started.elapsed()));
 
     // 4 and 5. Webhooks.
     rows.extend(webhooks(db, api, &hooks, options).await?);
     Ok(rows)
+}
+
+/// The no-op call alone, 200 times from this process: the baseline the overhead is on top of.
+async fn noop_baseline(url: &str, name: &str) -> Result<Row, BenchError> {
+    let client = reqwest::Client::new();
+    let mut call = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        client.get(url).send().await.map_err(setup)?;
+        call.push(t.elapsed());
+    }
+    Ok(Row {
+        name: name.into(),
+        value: ms(percentile(&mut call, 50.0)),
+        target: "baseline".into(),
+    })
+}
+
+/// Adds the time from a run's creation to its first step's finish, and between each step's
+/// finish and the next's.
+fn push_gaps(
+    gaps: &mut Vec<Duration>,
+    created: chrono::DateTime<chrono::Utc>,
+    mut finished: Vec<chrono::DateTime<chrono::Utc>>,
+) {
+    finished.sort();
+    let mut prev = created;
+    for f in finished {
+        gaps.push((f - prev).to_std().unwrap_or_default());
+        prev = f;
+    }
+}
+
+/// Scenario 1's rows from the gaps between consecutive step finishes.
+fn overhead_rows(gaps: &mut [Duration]) -> [Row; 2] {
+    [
+        Row {
+            name: "per-step overhead, 10-step chain, 1 run in flight (p50)".into(),
+            value: ms(percentile(gaps, 50.0)),
+            target: "≤ 5 ms".into(),
+        },
+        Row {
+            name: "per-step overhead, 10-step chain, 1 run in flight (p99)".into(),
+            value: ms(percentile(gaps, 99.0)),
+            target: "≤ 20 ms".into(),
+        },
+    ]
+}
+
+/// Scenario 2's rows: `runs` 10-step chains done in `elapsed`, and the middle-80% rate.
+fn throughput_rows(runs: usize, elapsed: Duration, steady: f64) -> [Row; 2] {
+    [
+        Row {
+            name: format!("throughput: {runs} runs × 10 steps, first start to last finish"),
+            value: format!("{:.0} steps/s", (runs * 10) as f64 / elapsed.as_secs_f64()),
+            target: "".into(),
+        },
+        Row {
+            name: format!("sustained: {runs} runs × 10 steps, middle 80% of steps"),
+            value: format!("{steady:.0} steps/s"),
+            target: "≥ 1,500 steps/s".into(),
+        },
+    ]
+}
+
+/// Scenario 3's workflow: one `for_each` over `inputs.items` calling `url`.
+fn fan_definition(name: &str, url: &str) -> String {
+    format!(
+        "name: {name}\nsteps:\n  - {{ id: each, for_each: \"{{{{ inputs.items }}}}\", max_parallel: 1000, action: http.request, with: {{ url: \"{url}\" }} }}\n"
+    )
+}
+
+/// Scenario 3's row.
+fn fan_row(items: usize, elapsed: Duration) -> Row {
+    Row {
+        name: format!("{items}-item for_each, start to join"),
+        value: ms(elapsed),
+        target: "≤ 2 s".into(),
+    }
 }
 
 async fn start(

@@ -20,7 +20,10 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{BenchError, BenchOptions, Row, chain_definition, ms, percentile, setup, start};
+use super::{
+    BenchError, BenchOptions, Row, chain_definition, fan_definition, fan_row, noop_baseline,
+    overhead_rows, push_gaps, setup, start, throughput_rows,
+};
 use crate::client::Client;
 
 /// Where the deployment is and how its workers reach this process.
@@ -159,7 +162,7 @@ fn time(v: &Value) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-/// A run's creation time and its steps' finish times, sorted.
+/// A run's creation time and its steps' finish times.
 async fn finish_times(
     api: &Client,
     id: Uuid,
@@ -167,13 +170,12 @@ async fn finish_times(
     let run = api.get(&format!("/v1/runs/{id}")).await.map_err(setup)?;
     let created = time(&run["created_at"])
         .ok_or_else(|| BenchError::Run(format!("run {id} has no created_at")))?;
-    let mut finished: Vec<_> = run["steps"]
+    let finished = run["steps"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|s| time(&s["finished_at"]))
         .collect();
-    finished.sort();
     Ok((created, finished))
 }
 
@@ -187,18 +189,13 @@ pub async fn scenarios(
     let mut rows = Vec::new();
 
     // Baseline: the no-op call alone, from this process.
-    let client = reqwest::Client::new();
-    let mut call = Vec::new();
-    for _ in 0..200 {
-        let t = Instant::now();
-        client.get(&target.noop_url).send().await.map_err(setup)?;
-        call.push(t.elapsed());
-    }
-    rows.push(Row {
-        name: "no-op HTTP call alone, from the benchmark (p50)".into(),
-        value: ms(percentile(&mut call, 50.0)),
-        target: "baseline".into(),
-    });
+    rows.push(
+        noop_baseline(
+            &target.noop_url,
+            "no-op HTTP call alone, from the benchmark (p50)",
+        )
+        .await?,
+    );
 
     // 1. Per-step overhead: one 10-step chain at a time.
     let chain = unique("bench-chain");
@@ -211,22 +208,9 @@ pub async fn scenarios(
         let run = start(api, &chain, json!({})).await?;
         wait_run(api, run).await?;
         let (created, finished) = finish_times(api, run).await?;
-        let mut prev = created;
-        for f in finished {
-            gaps.push((f - prev).to_std().unwrap_or_default());
-            prev = f;
-        }
+        push_gaps(&mut gaps, created, finished);
     }
-    rows.push(Row {
-        name: "per-step overhead, 10-step chain, 1 run in flight (p50)".into(),
-        value: ms(percentile(&mut gaps, 50.0)),
-        target: "≤ 5 ms".into(),
-    });
-    rows.push(Row {
-        name: "per-step overhead, 10-step chain, 1 run in flight (p99)".into(),
-        value: ms(percentile(&mut gaps, 99.0)),
-        target: "≤ 20 ms".into(),
-    });
+    rows.extend(overhead_rows(&mut gaps));
 
     // 2. Throughput: many chains in flight.
     let many = unique("bench-many");
@@ -241,17 +225,6 @@ pub async fn scenarios(
         .collect::<Result<_, _>>()?;
     wait_all_succeeded(api, &many, Duration::from_secs(600)).await?;
     let elapsed = started.elapsed();
-    rows.push(Row {
-        name: format!(
-            "throughput: {} runs × 10 steps, first start to last finish",
-            options.runs
-        ),
-        value: format!(
-            "{:.0} steps/s",
-            (options.runs * 10) as f64 / elapsed.as_secs_f64()
-        ),
-        target: "".into(),
-    });
     let mut finished = Vec::new();
     let times: Vec<_> = futures::stream::iter(ids.iter().copied())
         .map(|id| finish_times(api, id))
@@ -261,35 +234,20 @@ pub async fn scenarios(
     for t in times {
         finished.extend(t?.1);
     }
-    rows.push(Row {
-        name: format!(
-            "sustained: {} runs × 10 steps, middle 80% of steps",
-            options.runs
-        ),
-        value: format!("{:.0} steps/s", middle_rate(finished)?),
-        target: "≥ 1,500 steps/s".into(),
-    });
+    rows.extend(throughput_rows(
+        options.runs,
+        elapsed,
+        middle_rate(finished)?,
+    ));
 
     // 3. Fan-out and join.
     let fan = unique("bench-fan");
-    apply(
-        api,
-        &fan,
-        format!(
-            "name: {fan}\nsteps:\n  - {{ id: each, for_each: \"{{{{ inputs.items }}}}\", max_parallel: 1000, action: http.request, with: {{ url: \"{}\" }} }}\n",
-            target.noop_url
-        ),
-    )
-    .await?;
+    apply(api, &fan, fan_definition(&fan, &target.noop_url)).await?;
     let items: Vec<usize> = (0..options.items).collect();
     let started = Instant::now();
     let run = start(api, &fan, json!({ "items": items })).await?;
     wait_run(api, run).await?;
-    rows.push(Row {
-        name: format!("{}-item for_each, start to join", options.items),
-        value: ms(started.elapsed()),
-        target: "≤ 2 s".into(),
-    });
+    rows.push(fan_row(options.items, started.elapsed()));
     Ok(rows)
 }
 
